@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh clone: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+
+.PHONY: install run serve migrate seed test test-postgres test-sdk-openai1 lint bench
+
+$(VENV)/.installed: requirements.txt observe_sdk/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q -e ./observe_sdk
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+run: migrate
+	$(PY) scripts/run.py --host $(HOST) --port $(PORT)
+
+seed: install
+	$(PY) scripts/seed.py
+
+test: install
+	$(PY) -m pytest -q
+
+# The same suite against the real PostgreSQL (CI runs it after `make test`).
+test-postgres: install
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy .

@@ -1,0 +1,142 @@
+"""The event store: one row per event, plus aggregates kept current at ingest.
+
+Aggregates (`Run`, `RunSection`, `DailyRollup`) are only ever changed by
+adding the figures of events that were actually inserted (the insert's
+RETURNING clause says which), so a resent batch adds nothing to them.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+from projects.models import Project
+
+
+class Event(models.Model):
+    SPAN_TYPES = [(t, t) for t in ("llm", "vector_db", "api", "other", "section")]
+    STATUSES = [("ok", "ok"), ("error", "error")]
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, db_index=False)
+    event_id = models.CharField(max_length=128)
+    run_id = models.CharField(max_length=128)
+    span_id = models.CharField(max_length=128)
+    parent_span_id = models.CharField(max_length=128, null=True)
+    span_type = models.CharField(max_length=16, choices=SPAN_TYPES)
+    name = models.CharField(max_length=256, default="")
+    section = models.CharField(max_length=256, null=True)
+    section_path = models.CharField(max_length=1024, null=True)
+    provider = models.CharField(max_length=64, null=True)
+    model = models.CharField(max_length=128, null=True)
+    endpoint = models.CharField(max_length=128, null=True)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    read_units = models.FloatField(default=0)
+    write_units = models.FloatField(default=0)
+    cost_usd = models.FloatField(default=0)
+    client_cost_usd = models.FloatField(null=True)
+    priced = models.BooleanField(default=False)
+    price = models.ForeignKey("pricing.Price", null=True, on_delete=models.SET_NULL, db_index=False, related_name="+")
+    latency_ms = models.FloatField(default=0)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField()
+    status = models.CharField(max_length=8, choices=STATUSES, default="ok")
+    error_type = models.CharField(max_length=256, null=True)
+    service = models.CharField(max_length=128, null=True)
+    attributes = models.JSONField(default=dict)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # The idempotency key (SPEC §2): a resent event is never stored twice.
+            models.UniqueConstraint(fields=["project", "event_id"], name="event_project_event_id_unique"),
+        ]
+        indexes = [
+            # GET /runs/{run_id}: every event of one run.
+            models.Index(fields=["project", "run_id"], name="event_project_run"),
+            # Insight windows: a project's events by time, grouped by section.
+            models.Index(fields=["project", "started_at", "section"], name="event_project_started"),
+            # reprice --since scans by time across projects.
+            models.Index(fields=["started_at"], name="event_started"),
+        ]
+
+
+class Run(models.Model):
+    """Totals of one run, updated at ingest so lists never scan events."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, db_index=False)
+    run_id = models.CharField(max_length=128)
+    service = models.CharField(max_length=128, null=True)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField()
+    calls = models.IntegerField(default=0)
+    events = models.IntegerField(default=0)
+    errors = models.IntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "run_id"], name="run_project_run_id_unique")]
+        indexes = [
+            # GET /runs/latest and the dashboard list: newest first, keyset on (started_at, id).
+            models.Index(fields=["project", "-started_at", "-id"], name="run_project_latest"),
+            models.Index(fields=["project", "service", "-started_at"], name="run_project_service"),
+        ]
+
+    @property
+    def status(self) -> str:
+        return "error" if self.errors else "ok"
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.ended_at - self.started_at).total_seconds() * 1000.0
+
+
+class RunSection(models.Model):
+    """A section label seen in a run, with the call cost directly inside it.
+
+    Serves the `section=` filter of the run list and the run's root sections.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, db_index=False)
+    run_id = models.CharField(max_length=128)
+    section = models.CharField(max_length=256)
+    is_root = models.BooleanField(default=False)
+    started_at = models.DateTimeField()
+    calls = models.IntegerField(default=0)
+    cost_usd = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "run_id", "section"], name="runsection_unique"),
+        ]
+        indexes = [models.Index(fields=["project", "section", "-started_at"], name="runsection_section_time")]
+
+
+class DailyRollup(models.Model):
+    """Per day, section and model: the call totals the overview draws from.
+
+    `section` and `model` are "" for calls outside any section / without a model.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, db_index=False)
+    day = models.DateField()
+    section = models.CharField(max_length=256, default="")
+    provider = models.CharField(max_length=64, default="")
+    model = models.CharField(max_length=128, default="")
+    calls = models.IntegerField(default=0)
+    errors = models.IntegerField(default=0)
+    unpriced_calls = models.IntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "day", "section", "provider", "model"], name="dailyrollup_unique"
+            ),
+        ]

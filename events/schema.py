@@ -1,0 +1,205 @@
+"""The wire format (SPEC §2) as msgspec types.
+
+msgspec decodes and validates a batch in one pass in C, which keeps
+validation a small share of the ingest path.  A batch that fails the fast
+path is validated again event by event to name each bad index and field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+MAX_INT = 2**53  # larger token counts are not real and would overflow sums
+MAX_NUMBER = 1e15
+ATTRIBUTES_MAX_BYTES = 16 * 1024
+
+Str128 = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+OptStr64 = Annotated[str, msgspec.Meta(max_length=64)] | None
+OptStr128 = Annotated[str, msgspec.Meta(max_length=128)] | None
+OptStr256 = Annotated[str, msgspec.Meta(max_length=256)] | None
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT)]
+Amount = Annotated[float, msgspec.Meta(ge=0, le=MAX_NUMBER)]
+Moment = Annotated[dt.datetime, msgspec.Meta(tz=True)]
+
+
+class EventIn(msgspec.Struct, forbid_unknown_fields=False):
+    event_id: Str128
+    run_id: Str128
+    span_id: Str128
+    started_at: Moment
+    parent_span_id: OptStr128 = None
+    span_type: Literal["llm", "vector_db", "api", "other", "section"] = "other"
+    name: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    section: OptStr256 = None
+    section_path: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    provider: OptStr64 = None
+    model: OptStr128 = None
+    endpoint: OptStr128 = None
+    input_tokens: Count = 0
+    output_tokens: Count = 0
+    cached_input_tokens: Count = 0
+    reasoning_tokens: Count = 0
+    read_units: Amount = 0.0
+    write_units: Amount = 0.0
+    cost_usd: Amount | None = None
+    latency_ms: Amount = 0.0
+    status: Literal["ok", "error"] = "ok"
+    error_type: OptStr256 = None
+    service: OptStr128 = None
+    attributes: dict[str, Any] | None = None
+
+
+class Batch(msgspec.Struct):
+    events: list[EventIn]
+
+
+_batch_decoder = msgspec.json.Decoder(Batch)
+_list_decoder = msgspec.json.Decoder(list[EventIn])
+_any_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+_PATH = re.compile(r"at `\$(?:\.events)?\[(\d+)\]\.?([A-Za-z_]*)")
+
+
+class BodyError(ValueError):
+    """The body as a whole is unusable: not JSON, or not a list of objects."""
+
+
+Errors = dict[int, dict[str, list[str]]]
+
+
+def decode_batch(body: bytes) -> tuple[list[EventIn | None], Errors, dict[int, str | None]]:
+    """Decode a request body.
+
+    Returns (events, errors, ids): events[i] is None where event i was
+    rejected, errors[i] says why (field → messages) and ids[i] is its
+    event_id when it had a usable one.
+    """
+    stripped = body.lstrip()
+    is_list = stripped[:1] == b"["
+    try:
+        events = (_list_decoder if is_list else _batch_decoder).decode(body)
+        items = events if is_list else events.events  # type: ignore[union-attr]
+        errors: Errors = {}
+        ids: dict[int, str | None] = {}
+        checked = _semantic_checks(items, errors, ids)
+        return checked, errors, ids
+    except msgspec.ValidationError:
+        pass
+    except msgspec.DecodeError as exc:
+        raise BodyError(f"body is not valid JSON: {exc}") from None
+    # Slow path: find out which events (and which fields) are bad.
+    data = _any_decoder.decode(body)
+    if isinstance(data, dict):
+        if "events" not in data:
+            raise BodyError('body must be {"events": [...]} or a list of events')
+        data = data["events"]
+    if not isinstance(data, list):
+        raise BodyError('"events" must be a list of event objects')
+    out: list[EventIn | None] = []
+    errors = {}
+    ids = {}
+    for index, item in enumerate(data):
+        if isinstance(item, dict):
+            candidate = item.get("event_id")
+            ids[index] = candidate if isinstance(candidate, str) and len(candidate) <= 128 else None
+        if not isinstance(item, dict):
+            out.append(None)
+            errors[index] = {"non_field_errors": ["an event must be a JSON object"]}
+            continue
+        try:
+            out.append(msgspec.convert(item, EventIn))
+        except msgspec.ValidationError as exc:
+            out.append(None)
+            errors[index] = {_field_of(str(exc)): [_message_of(str(exc))]}
+    checked = _semantic_checks(out, errors, ids)
+    return checked, errors, {i: ids.get(i) for i in errors}
+
+
+def _field_of(message: str) -> str:
+    match = re.search(r"at `\$\.?([A-Za-z_]*)", message)
+    if match and match.group(1):
+        return match.group(1)
+    missing = re.search(r"missing required field `([A-Za-z_]+)`", message)
+    if missing:
+        return missing.group(1)
+    return "non_field_errors"
+
+
+def _message_of(message: str) -> str:
+    return message.split(" - at `")[0]
+
+
+def _semantic_checks(
+    items: list[EventIn | None] | list[EventIn], errors: Errors, ids: dict[int, str | None]
+) -> list[EventIn | None]:
+    """Rules msgspec's types cannot say; bad events become None with an error."""
+    out: list[EventIn | None] = []
+    for index, ev in enumerate(items):
+        if ev is None:
+            out.append(None)
+            continue
+        problem: tuple[str, str] | None = None
+        text_problem = _text_problem(ev)
+        if text_problem:
+            problem = (text_problem, "must not contain NUL characters or unpaired surrogates")
+        elif ev.cached_input_tokens > ev.input_tokens:
+            problem = ("cached_input_tokens", "must not exceed input_tokens (input includes cached)")
+        elif ev.reasoning_tokens > ev.output_tokens:
+            problem = ("reasoning_tokens", "must not exceed output_tokens (output includes reasoning)")
+        elif not (1 <= ev.started_at.year <= 9998):
+            problem = ("started_at", "year out of range")
+        elif ev.attributes:
+            try:
+                encoded = _encoder.encode(ev.attributes)
+            except (UnicodeEncodeError, msgspec.EncodeError):
+                encoded = b"\\u0000"
+            if len(encoded) > ATTRIBUTES_MAX_BYTES:
+                problem = ("attributes", f"at most {ATTRIBUTES_MAX_BYTES} bytes of JSON")
+            elif b"\\u0000" in encoded:
+                problem = ("attributes", "must not contain NUL characters or unpaired surrogates")
+        if problem:
+            errors[index] = {problem[0]: [problem[1]]}
+            ids[index] = ev.event_id if problem[0] != "event_id" else None
+            out.append(None)
+        else:
+            out.append(ev)
+    return out
+
+
+_TEXT_FIELDS = (
+    "event_id",
+    "run_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "section",
+    "section_path",
+    "provider",
+    "model",
+    "endpoint",
+    "error_type",
+    "service",
+)
+
+
+def _text_problem(ev: EventIn) -> str | None:
+    # PostgreSQL text cannot hold NUL and UTF-8 cannot hold a lone surrogate;
+    # either would fail the insert, so they are a field error here instead.
+    for field in _TEXT_FIELDS:
+        value = getattr(ev, field)
+        if value and ("\x00" in value or not value.isascii()):
+            if "\x00" in value:
+                return field
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return field
+    return None
+
+
+def encode_json(value: Any) -> str:
+    return _encoder.encode(value).decode()

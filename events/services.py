@@ -1,0 +1,497 @@
+"""Writes to the event store: batch ingest and the repricing of history."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from events.models import DailyRollup, Event, Run, RunSection
+from events.schema import EventIn, encode_json
+from pricing.models import price_cost
+from pricing.services import PriceTable, price_table_current
+
+EVENT_COLUMNS = (
+    "project_id",
+    "event_id",
+    "run_id",
+    "span_id",
+    "parent_span_id",
+    "span_type",
+    "name",
+    "section",
+    "section_path",
+    "provider",
+    "model",
+    "endpoint",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "read_units",
+    "write_units",
+    "cost_usd",
+    "client_cost_usd",
+    "priced",
+    "price_id",
+    "latency_ms",
+    "started_at",
+    "ended_at",
+    "status",
+    "error_type",
+    "service",
+    "attributes",
+    "received_at",
+)
+# Rows per INSERT statement: 30 parameters a row stays under SQLite's
+# 32,766-variable limit and keeps PostgreSQL's statements a sensible size.
+CHUNK = 500
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class _Agg:
+    runs: dict[str, list[Any]] = field(default_factory=dict)
+    sections: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    rollups: dict[tuple[dt.date, str, str, str], list[Any]] = field(default_factory=dict)
+
+
+def _vendor_sql() -> tuple[str, str, str, str]:
+    """(least, greatest, json placeholder, boolean-or) for the connected database."""
+    if connection.vendor == "postgresql":
+        return "LEAST", "GREATEST", "%s::jsonb", "({t}.is_root OR excluded.is_root)"
+    return "MIN", "MAX", "%s", "MAX({t}.is_root, excluded.is_root)"
+
+
+def event_batch_ingest(*, project_id: int, events: list[EventIn]) -> IngestResult:
+    """Store a batch of validated events and add them to the aggregates.
+
+    One transaction per batch.  Events go in with ON CONFLICT DO NOTHING
+    RETURNING event_id, so the database (its unique project+event_id key)
+    decides which events are new even when two resends of one batch race;
+    only those new events are added to runs, sections and daily rollups.
+    Rows are written in key order so concurrent batches lock in one order
+    and cannot deadlock.
+    """
+    result = IngestResult()
+    if not events:
+        return result
+    # The same event_id twice in one batch: the first is stored, the rest are duplicates.
+    unique: dict[str, EventIn] = {}
+    for ev in events:
+        if ev.event_id in unique:
+            result.duplicates += 1
+        else:
+            unique[ev.event_id] = ev
+    ordered = [unique[k] for k in sorted(unique)]
+    table = price_table_current()
+    now = timezone.now()
+    adapt = connection.ops.adapt_datetimefield_value
+    now_db = adapt(now)
+    rows: list[tuple[Any, ...]] = []
+    facts: dict[str, tuple[Any, ...]] = {}
+    for ev in ordered:
+        cost, client_cost, priced, price_id = _cost(table, ev)
+        ended = ev.started_at + dt.timedelta(milliseconds=ev.latency_ms) if ev.latency_ms else ev.started_at
+        rows.append(
+            (
+                project_id,
+                ev.event_id,
+                ev.run_id,
+                ev.span_id,
+                ev.parent_span_id,
+                ev.span_type,
+                ev.name,
+                ev.section,
+                ev.section_path,
+                ev.provider,
+                ev.model,
+                ev.endpoint,
+                ev.input_tokens,
+                ev.output_tokens,
+                ev.cached_input_tokens,
+                ev.reasoning_tokens,
+                ev.read_units,
+                ev.write_units,
+                cost,
+                client_cost,
+                priced,
+                price_id,
+                ev.latency_ms,
+                adapt(ev.started_at),
+                adapt(ended),
+                ev.status,
+                ev.error_type,
+                ev.service,
+                encode_json(ev.attributes) if ev.attributes else "{}",
+                now_db,
+            )
+        )
+        facts[ev.event_id] = (ev, cost, priced, ended)
+
+    with transaction.atomic():
+        inserted = _insert_events(rows)
+        result.accepted = len(inserted)
+        result.duplicates += len(ordered) - len(inserted)
+        if inserted:
+            agg = _Agg()
+            for event_id in inserted:
+                ev, cost, priced, ended = facts[event_id]
+                _add(
+                    agg,
+                    ev.run_id,
+                    ev.service,
+                    ev.started_at,
+                    ended,
+                    ev.span_type,
+                    ev.status,
+                    ev.input_tokens,
+                    ev.output_tokens,
+                    cost,
+                    priced,
+                    ev.section,
+                    ev.section_path,
+                    ev.provider,
+                    ev.model,
+                )
+            _upsert_aggregates(project_id, agg, now)
+    return result
+
+
+def _cost(table: PriceTable, ev: EventIn) -> tuple[float, float | None, bool, int | None]:
+    if ev.span_type == "section":
+        # A section's own span carries no usage; its cost is its calls' (rolled up on read).
+        return 0.0, ev.cost_usd, True, None
+    found = table.lookup(ev.provider, ev.model, ev.started_at)
+    if found is None:
+        return (ev.cost_usd or 0.0), ev.cost_usd, False, None
+    price_id, rates = found
+    cost = price_cost(rates, ev.input_tokens, ev.cached_input_tokens, ev.output_tokens, ev.read_units, ev.write_units)
+    return cost, ev.cost_usd, True, price_id
+
+
+def _insert_events(rows: list[tuple[Any, ...]]) -> set[str]:
+    table = Event._meta.db_table
+    _, _, json_ph, _ = _vendor_sql()
+    placeholders = ["%s"] * len(EVENT_COLUMNS)
+    placeholders[EVENT_COLUMNS.index("attributes")] = json_ph
+    row_sql = "(" + ", ".join(placeholders) + ")"
+    inserted: set[str] = set()
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), CHUNK):
+            chunk = rows[start : start + CHUNK]
+            sql = (
+                f"INSERT INTO {table} ({', '.join(EVENT_COLUMNS)}) VALUES "
+                + ", ".join([row_sql] * len(chunk))
+                + " ON CONFLICT (project_id, event_id) DO NOTHING RETURNING event_id"
+            )
+            cursor.execute(sql, [value for row in chunk for value in row])
+            inserted.update(r[0] for r in cursor.fetchall())
+    return inserted
+
+
+def _add(
+    agg: _Agg,
+    run_id: str,
+    service: str | None,
+    started_at: dt.datetime,
+    ended_at: dt.datetime,
+    span_type: str,
+    status: str,
+    input_tokens: int,
+    output_tokens: int,
+    cost: float,
+    priced: bool,
+    section: str | None,
+    section_path: str | None,
+    provider: str | None,
+    model: str | None,
+) -> None:
+    """Fold one stored event into the batch's aggregate deltas."""
+    is_call = span_type != "section"
+    is_error = status == "error"
+    run = agg.runs.get(run_id)
+    if run is None:
+        # service, started, ended, calls, events, errors, input, output, cost
+        agg.runs[run_id] = [service, started_at, ended_at, 0, 0, 0, 0, 0, 0.0]
+        run = agg.runs[run_id]
+    if service and not run[0]:
+        run[0] = service
+    run[1] = min(run[1], started_at)
+    run[2] = max(run[2], ended_at)
+    run[4] += 1
+    run[5] += is_error
+    if is_call:
+        run[3] += 1
+        run[6] += input_tokens
+        run[7] += output_tokens
+        run[8] += cost
+    if section_path:
+        root = section_path.split("/", 1)[0]
+        _section(agg, run_id, root, started_at, True, 0, 0.0)
+    if section:
+        _section(agg, run_id, section, started_at, False, int(is_call), cost if is_call else 0.0)
+    if is_call:
+        day = started_at.astimezone(dt.UTC).date()
+        key = (day, section or "", provider or "", model or "")
+        roll = agg.rollups.get(key)
+        if roll is None:
+            # calls, errors, unpriced, input, output, cost
+            roll = agg.rollups[key] = [0, 0, 0, 0, 0, 0.0]
+        roll[0] += 1
+        roll[1] += is_error
+        roll[2] += not priced
+        roll[3] += input_tokens
+        roll[4] += output_tokens
+        roll[5] += cost
+
+
+def _section(
+    agg: _Agg, run_id: str, label: str, started_at: dt.datetime, is_root: bool, calls: int, cost: float
+) -> None:
+    entry = agg.sections.get((run_id, label))
+    if entry is None:
+        agg.sections[(run_id, label)] = [is_root, started_at, calls, cost]
+        return
+    entry[0] = entry[0] or is_root
+    entry[1] = min(entry[1], started_at)
+    entry[2] += calls
+    entry[3] += cost
+
+
+def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime) -> None:
+    least, greatest, _, bool_or = _vendor_sql()
+    adapt = connection.ops.adapt_datetimefield_value
+    now_db = adapt(now)
+    run_t = Run._meta.db_table
+    sec_t = RunSection._meta.db_table
+    roll_t = DailyRollup._meta.db_table
+    with connection.cursor() as cursor:
+        if agg.runs:
+            values = [
+                (project_id, run_id, r[0], adapt(r[1]), adapt(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], now_db)
+                for run_id, r in sorted(agg.runs.items())
+            ]
+            _upsert(
+                cursor,
+                run_t,
+                (
+                    "project_id",
+                    "run_id",
+                    "service",
+                    "started_at",
+                    "ended_at",
+                    "calls",
+                    "events",
+                    "errors",
+                    "input_tokens",
+                    "output_tokens",
+                    "cost_usd",
+                    "updated_at",
+                ),
+                ("project_id", "run_id"),
+                f"service = COALESCE({run_t}.service, excluded.service), "
+                f"started_at = {least}({run_t}.started_at, excluded.started_at), "
+                f"ended_at = {greatest}({run_t}.ended_at, excluded.ended_at), "
+                + ", ".join(
+                    f"{c} = {run_t}.{c} + excluded.{c}"
+                    for c in ("calls", "events", "errors", "input_tokens", "output_tokens", "cost_usd")
+                )
+                + ", updated_at = excluded.updated_at",
+                values,
+            )
+        if agg.sections:
+            values = [
+                (project_id, run_id, label, s[0], adapt(s[1]), s[2], s[3])
+                for (run_id, label), s in sorted(agg.sections.items())
+            ]
+            _upsert(
+                cursor,
+                sec_t,
+                ("project_id", "run_id", "section", "is_root", "started_at", "calls", "cost_usd"),
+                ("project_id", "run_id", "section"),
+                f"is_root = {bool_or.format(t=sec_t)}, "
+                f"started_at = {least}({sec_t}.started_at, excluded.started_at), "
+                f"calls = {sec_t}.calls + excluded.calls, cost_usd = {sec_t}.cost_usd + excluded.cost_usd",
+                values,
+            )
+        if agg.rollups:
+            adapt_date = connection.ops.adapt_datefield_value
+            values = [
+                (project_id, adapt_date(day), section, provider, model, *r)
+                for (day, section, provider, model), r in sorted(agg.rollups.items())
+            ]
+            _upsert(
+                cursor,
+                roll_t,
+                (
+                    "project_id",
+                    "day",
+                    "section",
+                    "provider",
+                    "model",
+                    "calls",
+                    "errors",
+                    "unpriced_calls",
+                    "input_tokens",
+                    "output_tokens",
+                    "cost_usd",
+                ),
+                ("project_id", "day", "section", "provider", "model"),
+                ", ".join(
+                    f"{c} = {roll_t}.{c} + excluded.{c}"
+                    for c in ("calls", "errors", "unpriced_calls", "input_tokens", "output_tokens", "cost_usd")
+                ),
+                values,
+            )
+
+
+def _upsert(
+    cursor: Any,
+    table: str,
+    columns: tuple[str, ...],
+    conflict: tuple[str, ...],
+    update: str,
+    values: list[tuple[Any, ...]],
+) -> None:
+    row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    per_chunk = max(1, 30_000 // len(columns))
+    for start in range(0, len(values), per_chunk):
+        chunk = values[start : start + per_chunk]
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row_sql] * len(chunk))} "
+            f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {update}",
+            [v for row in chunk for v in row],
+        )
+
+
+# --- Repricing ---------------------------------------------------------------
+
+REPRICE_FIELDS = (
+    "provider",
+    "model",
+    "started_at",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "read_units",
+    "write_units",
+    "client_cost_usd",
+    "span_type",
+)
+
+
+def events_reprice(*, since: dt.datetime, project_id: int | None = None) -> int:
+    """Recompute the cost of every event started at or after `since` with the
+    prices in effect at its start, then rebuild the aggregates it touches."""
+    table = price_table_current()
+    qs = Event.objects.filter(started_at__gte=since)
+    if project_id is not None:
+        qs = qs.filter(project_id=project_id)
+    changed = 0
+    touched_runs: set[tuple[int, str]] = set()
+    touched_days: set[tuple[int, dt.date]] = set()
+    batch: list[Event] = []
+    for ev in qs.only("id", "project_id", "run_id", "cost_usd", "priced", "price_id", *REPRICE_FIELDS).iterator(
+        chunk_size=2000
+    ):
+        if ev.span_type == "section":
+            continue
+        found = table.lookup(ev.provider, ev.model, ev.started_at)
+        if found is None:
+            cost, priced, price_id = ev.client_cost_usd or 0.0, False, None
+        else:
+            price_id, rates = found
+            cost = price_cost(
+                rates, ev.input_tokens, ev.cached_input_tokens, ev.output_tokens, ev.read_units, ev.write_units
+            )
+            priced = True
+        if cost != ev.cost_usd or priced != ev.priced or price_id != ev.price_id:
+            ev.cost_usd, ev.priced, ev.price_id = cost, priced, price_id
+            batch.append(ev)
+            touched_runs.add((ev.project_id, ev.run_id))
+            touched_days.add((ev.project_id, ev.started_at.astimezone(dt.UTC).date()))
+        if len(batch) >= 2000:
+            changed += _save_costs(batch)
+    changed += _save_costs(batch)
+    aggregates_rebuild(runs=touched_runs, days=touched_days)
+    return changed
+
+
+def _save_costs(batch: list[Event]) -> int:
+    n = len(batch)
+    if batch:
+        Event.objects.bulk_update(batch, ["cost_usd", "priced", "price_id"], batch_size=500)
+        batch.clear()
+    return n
+
+
+AGG_FIELDS = (
+    "run_id",
+    "service",
+    "started_at",
+    "ended_at",
+    "span_type",
+    "status",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "priced",
+    "section",
+    "section_path",
+    "provider",
+    "model",
+)
+
+
+def _event_rows(qs: Any) -> Iterator[tuple[Any, ...]]:
+    yield from qs.values_list(*AGG_FIELDS).iterator(chunk_size=5000)
+
+
+@transaction.atomic
+def aggregates_rebuild(*, runs: Iterable[tuple[int, str]] = (), days: Iterable[tuple[int, dt.date]] = ()) -> None:
+    """Recompute run, section and daily aggregates from the stored events.
+
+    Used after repricing; ingest never needs it, since it only adds the
+    figures of newly inserted events.
+    """
+    by_project_runs: dict[int, set[str]] = {}
+    for project_id, run_id in runs:
+        by_project_runs.setdefault(project_id, set()).add(run_id)
+    by_project_days: dict[int, set[dt.date]] = {}
+    for project_id, day in days:
+        by_project_days.setdefault(project_id, set()).add(day)
+    now = timezone.now()
+    for project_id, run_ids in by_project_runs.items():
+        ids = sorted(run_ids)
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            Run.objects.filter(project_id=project_id, run_id__in=part).delete()
+            RunSection.objects.filter(project_id=project_id, run_id__in=part).delete()
+            agg = _Agg()
+            for row in _event_rows(Event.objects.filter(project_id=project_id, run_id__in=part)):
+                _add(agg, *row)
+            agg.rollups.clear()
+            _upsert_aggregates(project_id, agg, now)
+    for project_id, day_set in by_project_days.items():
+        for day in sorted(day_set):
+            DailyRollup.objects.filter(project_id=project_id, day=day).delete()
+            start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+            agg = _Agg()
+            qs = Event.objects.filter(
+                project_id=project_id, started_at__gte=start, started_at__lt=start + dt.timedelta(days=1)
+            )
+            for row in _event_rows(qs):
+                _add(agg, *row)
+            agg.runs.clear()
+            agg.sections.clear()
+            _upsert_aggregates(project_id, agg, now)

@@ -1,0 +1,19 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+
+from events.api import RunDetailView, RunsLatestView
+from events.views import events_ingest
+from llmobserve_site.health import health
+from pricing.api import PricingView
+
+urlpatterns = [
+    path("health", health, name="health"),
+    path("events", events_ingest, name="events-ingest"),
+    path("runs/latest", RunsLatestView.as_view(), name="runs-latest"),
+    path("runs/<path:run_id>", RunDetailView.as_view(), name="run-detail"),
+    path("pricing", PricingView.as_view(), name="pricing"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+]

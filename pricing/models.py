@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from django.db import models
+
+PROVIDER_WIDE = "*"
+
+
+class Price(models.Model):
+    """One version of a model's list price.
+
+    Prices are versioned: an update adds a row effective from a moment, so an
+    event is costed with the row in effect at its `started_at` and older
+    events keep the price they were costed with.  `model` "*" is a
+    provider-wide fallback (Pinecone's units do not depend on a model).
+    """
+
+    provider = models.CharField(max_length=64)
+    model = models.CharField(max_length=128)
+    input_per_1m = models.FloatField(default=0)
+    cached_input_per_1m = models.FloatField(null=True, blank=True, help_text="Empty means the same as input.")
+    output_per_1m = models.FloatField(default=0)
+    per_1m_read_units = models.FloatField(default=0)
+    per_1m_write_units = models.FloatField(default=0)
+    per_request = models.FloatField(default=0)
+    cheaper_alternative = models.CharField(max_length=128, blank=True, default="")
+    effective_from = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["provider", "model", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "model", "effective_from"], name="price_version_unique"),
+            models.CheckConstraint(
+                condition=models.Q(input_per_1m__gte=0)
+                & models.Q(output_per_1m__gte=0)
+                & models.Q(per_1m_read_units__gte=0)
+                & models.Q(per_1m_write_units__gte=0)
+                & models.Q(per_request__gte=0),
+                name="price_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model} from {self.effective_from:%Y-%m-%d}"
+
+    def cost(
+        self,
+        *,
+        input_tokens: int = 0,
+        cached_input_tokens: int = 0,
+        output_tokens: int = 0,
+        read_units: float = 0,
+        write_units: float = 0,
+    ) -> float:
+        return price_cost(
+            (
+                self.input_per_1m,
+                self.cached_input_per_1m,
+                self.output_per_1m,
+                self.per_1m_read_units,
+                self.per_1m_write_units,
+                self.per_request,
+            ),
+            input_tokens,
+            cached_input_tokens,
+            output_tokens,
+            read_units,
+            write_units,
+        )
+
+
+def price_cost(
+    rates: tuple[float, float | None, float, float, float, float],
+    input_tokens: int,
+    cached_input_tokens: int,
+    output_tokens: int,
+    read_units: float,
+    write_units: float,
+) -> float:
+    """SPEC §3's formula.  `rates` is (input, cached or None, output, read, write, per_request)."""
+    inp, cached, out, read, write, per_request = rates
+    cached_rate = inp if cached is None else cached
+    cached_tokens = min(cached_input_tokens, input_tokens)
+    return (
+        (input_tokens - cached_tokens) * inp / 1e6
+        + cached_tokens * cached_rate / 1e6
+        + output_tokens * out / 1e6
+        + read_units * read / 1e6
+        + write_units * write / 1e6
+        + per_request
+    )

@@ -1,0 +1,32 @@
+"""Which project a read request is about."""
+
+from __future__ import annotations
+
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+
+from projects.auth import KeyPrincipal
+from projects.selectors import project_list_for_user
+
+
+def request_project_id(request: Request) -> int:
+    """An API key sees only its own project; a logged-in user picks one of
+    theirs with ?project=NAME (default: the first they may see)."""
+    user = request.user
+    if isinstance(user, KeyPrincipal):
+        return user.project_id
+    projects = project_list_for_user(user=user)
+    name = request.query_params.get("project")
+    if name:
+        projects = projects.filter(name=name)
+    project_id = projects.order_by("name").values_list("id", flat=True).first()
+    if project_id is None:
+        raise NotFound("No such project.")
+    return project_id
+
+
+def may_edit_pricing(request: Request) -> bool:
+    user = request.user
+    if isinstance(user, KeyPrincipal):
+        return user.is_admin
+    return bool(user and user.is_authenticated and user.is_staff)
