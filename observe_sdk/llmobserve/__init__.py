@@ -1,0 +1,194 @@
+"""llmobserve — LLM cost observability SDK.
+
+    from llmobserve import observe, section, trace, run, flush, shutdown
+    observe(collector_url="http://127.0.0.1:8000", api_key="...", service="support-bot")
+
+See README.md for the full surface.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from typing import Any, Dict, Iterable, Optional
+
+from . import _state
+from .context import run, section, trace
+from .exporter import Exporter
+
+__all__ = [
+    "observe",
+    "section",
+    "trace",
+    "run",
+    "flush",
+    "shutdown",
+    "uninstrument",
+    "stats",
+    "is_enabled",
+]
+__version__ = "0.1.0"
+
+logger = logging.getLogger("llmobserve")
+logger.addHandler(logging.NullHandler())
+
+DEFAULT_COLLECTOR_URL = "http://127.0.0.1:8000"
+DEFAULT_EXIT_TIMEOUT = 0.8
+
+_lock = threading.Lock()
+_atexit_registered = False
+_exit_timeout = DEFAULT_EXIT_TIMEOUT
+_instrumented: Dict[str, bool] = {}
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _instrument(which: Iterable[str]) -> None:
+    for lib in which:
+        try:
+            if lib == "openai":
+                from .instrumentation import openai as mod
+            elif lib == "pinecone":
+                from .instrumentation import pinecone as mod  # type: ignore[no-redef]
+            else:
+                logger.debug("llmobserve: unknown instrumentation %r", lib)
+                continue
+            _instrumented[lib] = bool(mod.instrument())
+        except Exception:
+            logger.debug("llmobserve: instrumenting %s failed", lib, exc_info=True)
+
+
+def observe(
+    collector_url: Optional[str] = None,
+    api_key: Optional[str] = None,
+    *,
+    service: Optional[str] = None,
+    sample_rate: Optional[float] = None,
+    max_queue: int = 10_000,
+    batch_size: int = 1000,
+    flush_interval: float = 1.0,
+    max_retries: int = 5,
+    backoff_base: float = 0.5,
+    backoff_max: float = 30.0,
+    request_timeout: float = 5.0,
+    exit_timeout: float = DEFAULT_EXIT_TIMEOUT,
+    instrument: Iterable[str] = ("openai", "pinecone"),
+) -> bool:
+    """Start observing: patch the installed ``openai``/``pinecone`` clients and
+    send events to ``{collector_url}/events`` from a background thread.
+
+    Environment: ``COLLECTOR_URL``, ``LLMOBSERVE_API_KEY``, ``LLMOBSERVE_SERVICE``,
+    ``LLMOBSERVE_SAMPLE_RATE`` (0..1, per run), ``LLMOBSERVE_DISABLED=1`` (no
+    patching, no thread, nothing sent). Calling it again re-configures but
+    never instruments twice. Returns True when observing, False when disabled.
+    Never raises.
+    """
+    global _atexit_registered, _exit_timeout
+    try:
+        if _env_true("LLMOBSERVE_DISABLED"):
+            return False
+        url = collector_url or os.environ.get("COLLECTOR_URL") or DEFAULT_COLLECTOR_URL
+        key = api_key if api_key is not None else os.environ.get("LLMOBSERVE_API_KEY")
+        if sample_rate is None:
+            env_rate = os.environ.get("LLMOBSERVE_SAMPLE_RATE")
+            try:
+                sample_rate = float(env_rate) if env_rate else 1.0
+            except ValueError:
+                sample_rate = 1.0
+        with _lock:
+            old = _state.exporter
+            _state.exporter = Exporter(
+                url,
+                key,
+                max_queue=max_queue,
+                batch_size=batch_size,
+                flush_interval=flush_interval,
+                max_retries=max_retries,
+                backoff_base=backoff_base,
+                backoff_max=backoff_max,
+                request_timeout=request_timeout,
+            )
+            _state.service = service or os.environ.get("LLMOBSERVE_SERVICE") or _state.service
+            _state.sample_rate = min(1.0, max(0.0, float(sample_rate)))
+            _exit_timeout = max(0.0, float(exit_timeout))
+            _instrument(instrument)
+            _state.active = True
+            if not _atexit_registered:
+                atexit.register(_at_exit)
+                _atexit_registered = True
+        if old is not None:
+            # re-configured: hand over quietly (bounded wait, never blocks long)
+            old.shutdown(timeout=0.5)
+        return True
+    except Exception:
+        logger.debug("llmobserve: observe() failed", exc_info=True)
+        return False
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Block until every event recorded so far is delivered (True) or the
+    timeout / a delivery failure happens (False). Never raises."""
+    exp = _state.exporter
+    if exp is None:
+        return True
+    return exp.flush(timeout)
+
+
+def shutdown(timeout: float = 2.0) -> bool:
+    """Flush (bounded by ``timeout``), stop the exporter thread and stop
+    recording. The patches stay in place but pass calls straight through;
+    ``observe()`` starts again."""
+    with _lock:
+        exp = _state.exporter
+        _state.active = False
+        _state.exporter = None
+    if exp is None:
+        return True
+    try:
+        return exp.shutdown(timeout)
+    except Exception:  # pragma: no cover
+        return False
+
+
+def uninstrument() -> None:
+    """Remove every patch (restoring the original methods) and stop
+    recording. Pending events are still delivered by the exporter until
+    ``shutdown()``/exit."""
+    _state.active = False
+    for lib in list(_instrumented):
+        try:
+            if lib == "openai":
+                from .instrumentation import openai as mod
+            else:
+                from .instrumentation import pinecone as mod  # type: ignore[no-redef]
+            mod.uninstrument()
+        except Exception:  # pragma: no cover
+            logger.debug("llmobserve: uninstrument %s failed", lib, exc_info=True)
+    _instrumented.clear()
+
+
+def stats() -> Dict[str, Any]:
+    """Exporter counters: queued, dropped (queue full), dropped_failed, sent, …"""
+    exp = _state.exporter
+    return exp.stats() if exp is not None else {}
+
+
+def is_enabled() -> bool:
+    return _state.active
+
+
+def _at_exit() -> None:
+    exp = _state.exporter
+    if exp is None:
+        return
+    try:
+        exp.flush(_exit_timeout)
+        exp._closed = True
+        exp._stop.set()
+        exp._wake.set()
+    except Exception:  # pragma: no cover
+        pass

@@ -1,0 +1,218 @@
+"""Turn the small tuples queued on the hot path into SPEC §2 event dicts.
+
+Runs on the exporter thread only: ids, timestamps and token extraction are
+deliberately done here, not in the instrumented call."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Dict, Optional
+
+from . import _state
+from .context import new_run_id, new_span_id
+
+# payload kinds for KIND_CALL records
+P_NONE = 0
+P_OPENAI_USAGE = 1  # payload: usage object/dict (or None)
+P_OPENAI_RAW = 2  # payload: raw JSON bytes of an OpenAI response (with_raw_response)
+P_PINECONE = 3  # payload: (usage, op, est_n, est_bytes, host, namespace, extra)
+
+_ts_sec = -1
+_ts_str = ""
+
+
+def format_ts(t: float) -> str:
+    """RFC 3339 UTC with milliseconds, e.g. ``2026-11-26T09:00:00.120Z``."""
+    global _ts_sec, _ts_str
+    sec = int(t)
+    ms = int((t - sec) * 1000.0)
+    if sec != _ts_sec:
+        _ts_str = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _ts_sec = sec
+    return f"{_ts_str}.{ms:03d}Z"
+
+
+def _get(obj: Any, key: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _int(v: Any) -> int:
+    try:
+        return max(0, int(v or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def openai_tokens(usage: Any) -> tuple:
+    """(input, output, cached_input, reasoning) from a chat / responses /
+    embeddings / completions ``usage`` (pydantic object or dict)."""
+    if usage is None:
+        return 0, 0, 0, 0
+    inp = _get(usage, "prompt_tokens")
+    if inp is None:
+        inp = _get(usage, "input_tokens")
+    out = _get(usage, "completion_tokens")
+    if out is None:
+        out = _get(usage, "output_tokens")
+    d_in = _get(usage, "prompt_tokens_details")
+    if d_in is None:
+        d_in = _get(usage, "input_tokens_details")
+    d_out = _get(usage, "completion_tokens_details")
+    if d_out is None:
+        d_out = _get(usage, "output_tokens_details")
+    return _int(inp), _int(out), _int(_get(d_in, "cached_tokens")), _int(_get(d_out, "reasoning_tokens"))
+
+
+# ------------------------------------------------------------------ pinecone
+# Estimates used when a Pinecone response carries no ``usage`` (documented in
+# the README). Based on Pinecone's serverless unit rules:
+#   query/search: 1 RU per 1 GB of namespace, minimum 0.25 RU   -> we record the minimum
+#   fetch:        1 RU per 10 records fetched (rounded up), minimum 1 RU
+#   upsert:       1 WU per 1 KB of request, minimum 5 WU (size estimated from
+#                 vector dimension x 4 bytes + ~100 bytes of id/metadata per record)
+#   update:       1 WU per 1 KB of old+new record, minimum 5 WU  -> the minimum
+#   delete:       1 WU per 1 KB of deleted records, minimum 5 WU -> the minimum
+UNIT_ESTIMATES = {
+    "query_min_ru": 0.25,
+    "fetch_records_per_ru": 10,
+    "write_min_wu": 5.0,
+    "bytes_per_wu": 1024.0,
+    "record_overhead_bytes": 100,
+}
+
+
+def _index_name_from_host(host: Optional[str]) -> Optional[str]:
+    if not host:
+        return None
+    h = host.split("://", 1)[-1].split("/", 1)[0]
+    if ".pinecone.io" not in h:
+        return None
+    first = h.split(".", 1)[0]
+    return first.rsplit("-", 1)[0] if "-" in first else first
+
+
+def pinecone_units(payload: Any, attrs: Dict[str, Any]) -> tuple:
+    usage, op, est_n, est_bytes, host, namespace, extra = payload
+    if host:
+        attrs["index_host"] = host
+        name = _index_name_from_host(host)
+        if name:
+            attrs["index_name"] = name
+    if namespace is not None:
+        attrs["namespace"] = namespace
+    if extra:
+        attrs.update(extra)
+    ru = _get(usage, "read_units")
+    wu = _get(usage, "write_units")
+    embed = _get(usage, "embed_total_tokens")
+    if embed:
+        attrs["embed_total_tokens"] = _int(embed)
+    if ru is not None or wu is not None:
+        return float(ru or 0), float(wu or 0)
+    attrs["units_estimated"] = True
+    E = UNIT_ESTIMATES
+    if op in ("query", "search", "search_records"):
+        return E["query_min_ru"], 0.0
+    if op == "fetch":
+        return float(max(1, math.ceil((est_n or 0) / E["fetch_records_per_ru"]))), 0.0
+    if op in ("upsert", "upsert_records"):
+        kb = (est_bytes or 0) / E["bytes_per_wu"]
+        return 0.0, float(max(E["write_min_wu"], math.ceil(kb)))
+    if op in ("update", "delete"):
+        return 0.0, E["write_min_wu"]
+    return 0.0, 0.0
+
+
+# ----------------------------------------------------------------------- build
+def build_event(item: tuple) -> Dict[str, Any]:
+    kind = item[0]
+    if kind == _state.KIND_SECTION:
+        _, frame, wall, latency, error_type = item
+        parent = frame.parent
+        return {
+            "event_id": os.urandom(16).hex(),
+            "run_id": frame.run_id,
+            "span_id": frame.span_id,
+            "parent_span_id": parent.span_id if parent is not None else None,
+            "span_type": "section",
+            "name": frame.label,
+            "section": frame.label,
+            "section_path": frame.path,
+            "provider": None,
+            "model": None,
+            "endpoint": None,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cached_input_tokens": 0,
+            "reasoning_tokens": 0,
+            "read_units": 0,
+            "write_units": 0,
+            "latency_ms": round(latency * 1000.0, 3),
+            "started_at": format_ts(wall),
+            "status": "ok" if error_type is None else "error",
+            "error_type": error_type,
+            "service": _state.service,
+            "attributes": dict(frame.attrs) if frame.attrs else {},
+        }
+
+    (_, frame, span_type, name, provider, model, wall, latency, error_type, pkind, payload, attrs) = item
+    attributes: Dict[str, Any] = {}
+    if frame is not None and frame.attrs:
+        attributes.update(frame.attrs)
+    if attrs:
+        attributes.update(attrs)
+    inp = out = cached = reasoning = 0
+    ru = wu = 0.0
+    if pkind == P_OPENAI_USAGE:
+        if payload is not None:
+            inp, out, cached, reasoning = openai_tokens(payload)
+    elif pkind == P_OPENAI_RAW:
+        try:
+            data = json.loads(payload)
+        except Exception:
+            data = None
+        if isinstance(data, dict):
+            model = data.get("model") or model
+            inp, out, cached, reasoning = openai_tokens(data.get("usage"))
+    elif pkind == P_PINECONE:
+        ru, wu = pinecone_units(payload, attributes)
+    if frame is None:
+        run_id = new_run_id()
+        parent_span_id = section = path = None
+    else:
+        run_id = frame.run_id
+        parent_span_id = frame.span_id
+        section = frame.label
+        path = frame.path
+    return {
+        "event_id": os.urandom(16).hex(),
+        "run_id": run_id,
+        "span_id": new_span_id(),
+        "parent_span_id": parent_span_id,
+        "span_type": span_type,
+        "name": name,
+        "section": section,
+        "section_path": path,
+        "provider": provider,
+        "model": model if (model is None or isinstance(model, str)) else str(model),
+        "endpoint": name,
+        "input_tokens": inp,
+        "output_tokens": out,
+        "cached_input_tokens": cached,
+        "reasoning_tokens": reasoning,
+        "read_units": ru,
+        "write_units": wu,
+        "latency_ms": round(latency * 1000.0, 3),
+        "started_at": format_ts(wall),
+        "status": "ok" if error_type is None else "error",
+        "error_type": error_type,
+        "service": _state.service,
+        "attributes": attributes,
+    }

@@ -1,0 +1,316 @@
+"""The background exporter: one daemon thread, a bounded queue, batching,
+gzip'd JSON over ``urllib`` (stdlib), retries with backoff, fork safety.
+
+The host only ever calls :meth:`Exporter.put` (a ``put_nowait`` on a bounded
+``queue.Queue``; when it is full the record is dropped and counted). The
+worker wakes every ``flush_interval`` seconds (or as soon as a batch is full,
+or on ``flush()``), turns records into events, and posts them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import queue
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import _state
+from ._events import build_event
+
+logger = logging.getLogger("llmobserve")
+
+__all__ = ["Exporter"]
+
+_RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class _Marker:
+    """Put on the queue by flush(); set once every record before it is done."""
+
+    __slots__ = ("event", "ok")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.ok = True
+
+
+class Exporter:
+    def __init__(
+        self,
+        collector_url: str,
+        api_key: Optional[str] = None,
+        *,
+        max_queue: int = 10_000,
+        batch_size: int = 1000,
+        flush_interval: float = 1.0,
+        max_retries: int = 5,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        request_timeout: float = 5.0,
+    ) -> None:
+        self.url = collector_url.rstrip("/") + "/events"
+        self.api_key = api_key
+        self.max_queue = max(1, int(max_queue))
+        self.batch_size = max(1, min(1000, int(batch_size)))
+        self.flush_interval = max(0.001, float(flush_interval))
+        self.max_retries = max(0, int(max_retries))
+        self.backoff_base = float(backoff_base)
+        self.backoff_max = float(backoff_max)
+        self.request_timeout = float(request_timeout)
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", "User-Agent": "llmobserve-python"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._headers = headers
+        # Loopback/explicit collector: honour the usual *_PROXY env like any urllib client.
+        self._opener = urllib.request.build_opener()
+        self._init_runtime()
+
+    # ---------------------------------------------------------------- lifecycle
+    def _init_runtime(self) -> None:
+        """(Re)create everything a forked child must not share with its parent."""
+        self._queue: "queue.Queue[Any]" = queue.Queue(self.max_queue)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._start_lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._pid = os.getpid()
+        self._closed = False
+        # stats
+        self.dropped = 0  # records dropped because the queue was full
+        self.dropped_failed = 0  # events dropped after failed delivery
+        self.sent = 0  # events accepted by the collector (2xx)
+        self.batches_sent = 0
+        self.built = 0  # events serialised
+        self.cpu_seconds = 0.0  # worker thread CPU time (time.thread_time)
+        self._failed_since_marker = False
+
+    def after_fork_in_child(self) -> None:
+        # The parent's queue (and its lock, possibly held by the parent's worker
+        # at fork time) and thread do not exist here: start fresh. Records queued
+        # in the parent stay the parent's to send (no duplicates).
+        try:
+            self._init_runtime()
+        except Exception:  # pragma: no cover
+            logger.debug("llmobserve: after-fork reinit failed", exc_info=True)
+
+    def _ensure_thread(self) -> None:
+        with self._start_lock:
+            if self._pid != os.getpid():  # forked without the at-fork hook (e.g. os.fork in C)
+                self._init_runtime()
+            if self._thread is not None or self._closed:
+                return
+            t = threading.Thread(target=self._run, name="llmobserve-exporter", daemon=True)
+            self._thread = t
+            t.start()
+
+    @property
+    def thread(self) -> Optional[threading.Thread]:
+        return self._thread
+
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    # ----------------------------------------------------------------- hot path
+    def put(self, item: Any) -> None:
+        if self._thread is None:
+            if self._closed:
+                return
+            self._ensure_thread()
+        q = self._queue
+        try:
+            q.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+            return
+        if len(q.queue) >= self.batch_size and not self._wake.is_set():
+            self._wake.set()
+
+    # ------------------------------------------------------------------- public
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything queued before this call is delivered (True),
+        or fail/time out (False). Never raises."""
+        try:
+            if self._closed and self._thread is None:
+                return self._queue.empty()
+            if self._pid != os.getpid() or self._thread is None:
+                if self._queue.empty():
+                    return True
+                self._ensure_thread()
+            deadline = time.monotonic() + max(0.0, timeout)
+            marker = _Marker()
+            try:
+                self._queue.put(marker, timeout=max(0.0, timeout))
+            except queue.Full:
+                return False
+            self._wake.set()
+            if not marker.event.wait(max(0.0, deadline - time.monotonic())):
+                return False
+            return marker.ok
+        except Exception:
+            logger.debug("llmobserve: flush failed", exc_info=True)
+            return False
+
+    def shutdown(self, timeout: float = 2.0) -> bool:
+        ok = self.flush(timeout)
+        try:
+            self._closed = True
+            self._stop.set()
+            self._wake.set()
+            t = self._thread
+            if t is not None and t is not threading.current_thread():
+                t.join(min(0.2, max(0.0, timeout)))
+        except Exception:  # pragma: no cover
+            logger.debug("llmobserve: shutdown failed", exc_info=True)
+        return ok
+
+    def stats(self) -> Dict[str, Any]:
+        return {
+            "queued": self._queue.qsize(),
+            "dropped": self.dropped,
+            "dropped_failed": self.dropped_failed,
+            "sent": self.sent,
+            "batches_sent": self.batches_sent,
+            "built": self.built,
+            "cpu_seconds": self.cpu_seconds,
+        }
+
+    # ------------------------------------------------------------------- worker
+    def _run(self) -> None:
+        cpu0 = time.thread_time()
+        while True:
+            try:
+                self._wake.wait(self.flush_interval)
+                self._wake.clear()
+                self._drain()
+            except Exception:  # pragma: no cover - never die
+                logger.debug("llmobserve: exporter loop error", exc_info=True)
+            finally:
+                self.cpu_seconds = time.thread_time() - cpu0
+            if self._stop.is_set() and self._queue.empty():
+                return
+
+    def _drain(self) -> None:
+        q = self._queue
+        while True:
+            batch: List[Dict[str, Any]] = []
+            markers: List[_Marker] = []
+            while len(batch) < self.batch_size:
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, _Marker):
+                    markers.append(item)
+                    break  # send what precedes the marker, then release it
+                try:
+                    batch.append(build_event(item))
+                except Exception:
+                    logger.debug("llmobserve: could not build event", exc_info=True)
+            self.built += len(batch)
+            if batch and not self._send(batch):
+                self._failed_since_marker = True
+            for m in markers:
+                m.ok = not self._failed_since_marker
+                self._failed_since_marker = False
+                m.event.set()
+            if not batch and not markers:
+                return
+
+    def _send(self, events: List[Dict[str, Any]]) -> bool:
+        try:
+            raw = json.dumps({"events": events}, separators=(",", ":"), default=str).encode("utf-8")
+            body = gzip.compress(raw, compresslevel=5)
+        except Exception:
+            logger.debug("llmobserve: could not serialise batch", exc_info=True)
+            self.dropped_failed += len(events)
+            return False
+        attempt = 0
+        while True:
+            status, retry_after = self._post(body)
+            if 200 <= status < 300:
+                self.sent += len(events)
+                self.batches_sent += 1
+                return True
+            if status == 413 and len(events) > 1:
+                half = len(events) // 2
+                a = self._send(events[:half])
+                b = self._send(events[half:])
+                return a and b
+            retryable = status == 0 or status in _RETRYABLE or status >= 500
+            if retryable and attempt < self.max_retries and not self._stop.is_set():
+                delay = min(self.backoff_max, self.backoff_base * (2**attempt))
+                delay = delay * (0.5 + random.random() / 2)  # jitter
+                if retry_after is not None:
+                    delay = min(max(retry_after, 0.0), max(self.backoff_max, 1.0))
+                attempt += 1
+                logger.debug("llmobserve: POST %s -> %s, retry %d in %.2fs", self.url, status or "conn error", attempt, delay)
+                if self._stop.wait(delay):
+                    # shutting down: give up on this batch
+                    pass
+                if self._stop.is_set():
+                    self.dropped_failed += len(events)
+                    return False
+                continue
+            self.dropped_failed += len(events)
+            if retryable:
+                logger.debug("llmobserve: dropping %d events after %d attempts (last status %s)", len(events), attempt + 1, status or "conn error")
+            else:
+                logger.warning("llmobserve: collector rejected a batch of %d events with HTTP %s; dropped", len(events), status)
+            return False
+
+    def _post(self, body: bytes) -> Tuple[int, Optional[float]]:
+        req = urllib.request.Request(self.url, data=body, headers=self._headers, method="POST")
+        try:
+            with self._opener.open(req, timeout=self.request_timeout) as resp:
+                resp.read()
+                return resp.status, None
+        except urllib.error.HTTPError as e:
+            ra = None
+            try:
+                e.read()
+                h = e.headers.get("Retry-After") if e.headers is not None else None
+                if h is not None:
+                    ra = _parse_retry_after(h)
+            except Exception:
+                pass
+            finally:
+                try:
+                    e.close()
+                except Exception:
+                    pass
+            return e.code, ra
+        except Exception:
+            logger.debug("llmobserve: POST %s failed", self.url, exc_info=True)
+            return 0, None
+
+
+def _parse_retry_after(value: str) -> Optional[float]:
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        import email.utils
+
+        dt = email.utils.parsedate_to_datetime(value)
+        return max(0.0, dt.timestamp() - time.time())
+    except Exception:
+        return None
+
+
+# ------------------------------------------------------------------ fork hook
+def _after_fork_child() -> None:
+    exp = _state.exporter
+    if exp is not None:
+        exp.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_child)

@@ -1,0 +1,435 @@
+"""OpenAI instrumentation (openai 1.x on ``httpx`` and 2.x/3.x on ``httpx2``).
+
+Wrapped (sync and async): ``chat.completions.create`` / ``.parse``,
+``responses.create`` / ``.parse``, ``embeddings.create``,
+``completions.create``. ``chat.completions.stream()`` / ``responses.stream()``
+and ``with_raw_response`` go through these methods and are covered too.
+
+Hot path: read the context, time the call, put one small tuple on the
+exporter queue. Token extraction happens on the exporter thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any, Optional
+
+import wrapt
+
+from .. import _state
+from .._events import P_NONE, P_OPENAI_RAW, P_OPENAI_USAGE
+from ..context import _current
+from ._patching import Patcher
+
+logger = logging.getLogger("llmobserve")
+
+CHAT, RESPONSES, EMBEDDINGS, COMPLETIONS = 0, 1, 2, 3
+
+_RAW_HEADER = "X-Stainless-Raw-Response"
+
+# (module, Class.method, event name, kind, is_async)
+TARGETS = [
+    ("openai.resources.chat.completions", "Completions.create", "chat.completions.create", CHAT, False),
+    ("openai.resources.chat.completions", "AsyncCompletions.create", "chat.completions.create", CHAT, True),
+    ("openai.resources.chat.completions", "Completions.parse", "chat.completions.parse", CHAT, False),
+    ("openai.resources.chat.completions", "AsyncCompletions.parse", "chat.completions.parse", CHAT, True),
+    ("openai.resources.responses", "Responses.create", "responses.create", RESPONSES, False),
+    ("openai.resources.responses", "AsyncResponses.create", "responses.create", RESPONSES, True),
+    ("openai.resources.responses", "Responses.parse", "responses.parse", RESPONSES, False),
+    ("openai.resources.responses", "AsyncResponses.parse", "responses.parse", RESPONSES, True),
+    ("openai.resources.embeddings", "Embeddings.create", "embeddings.create", EMBEDDINGS, False),
+    ("openai.resources.embeddings", "AsyncEmbeddings.create", "embeddings.create", EMBEDDINGS, True),
+    ("openai.resources.completions", "Completions.create", "completions.create", COMPLETIONS, False),
+    ("openai.resources.completions", "AsyncCompletions.create", "completions.create", COMPLETIONS, True),
+]
+
+_patcher = Patcher()
+_perf = time.perf_counter
+_time = time.time
+_emit = _state.emit_call
+_get_frame = _current.get
+_MISSING = object()
+_RESP_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+_Stream: Any = None
+_AsyncStream: Any = None
+
+
+def _sampled_out(frame: Any) -> bool:
+    if frame is None:
+        rate = _state.sample_rate
+        return rate < 1.0 and random.random() >= rate
+    return not frame.sampled
+
+
+def _raw_mode(kwargs: dict) -> Optional[str]:
+    eh = kwargs.get("extra_headers")
+    if eh:
+        try:
+            return eh.get(_RAW_HEADER)
+        except Exception:
+            return None
+    return None
+
+
+def _inject_usage(kwargs: dict) -> bool:
+    """Ask for the final usage chunk on chat/completions streams. Returns True
+    when we added it (so the usage-only chunk must be hidden from the caller)."""
+    so = kwargs.get("stream_options")
+    if isinstance(so, dict):
+        if so.get("include_usage") is True:
+            return False
+        new = dict(so)
+        new["include_usage"] = True
+        kwargs["stream_options"] = new
+        return True
+    if so is None or not hasattr(so, "__getitem__"):  # absent / NOT_GIVEN / omit
+        kwargs["stream_options"] = {"include_usage": True}
+        return True
+    return False
+
+
+# ----------------------------------------------------------------- streams
+class _StreamState:
+    __slots__ = ("frame", "name", "model", "wall", "t0", "first", "usage", "hide", "done", "kind")
+
+    def __init__(self, frame: Any, name: str, model: Any, wall: float, t0: float, hide: bool, kind: int) -> None:
+        self.frame = frame
+        self.name = name
+        self.model = model
+        self.wall = wall
+        self.t0 = t0
+        self.first: Optional[float] = None
+        self.usage: Any = None
+        self.hide = hide
+        self.done = False
+        self.kind = kind
+
+
+def _finish(st: _StreamState, error_type: Optional[str] = None, incomplete: bool = False) -> None:
+    if st.done:
+        return
+    st.done = True
+    try:
+        latency = _perf() - st.t0
+        attrs: dict = {"stream": True}
+        if st.first is not None:
+            attrs["ttft_ms"] = round((st.first - st.t0) * 1000.0, 3)
+        if incomplete:
+            attrs["stream_incomplete"] = True
+        _emit(st.frame, "llm", st.name, "openai", st.model, st.wall, latency, error_type, P_OPENAI_USAGE, st.usage, attrs)
+    except Exception:  # pragma: no cover
+        logger.debug("llmobserve: stream finish failed", exc_info=True)
+
+
+def _see(st: _StreamState, item: Any) -> bool:
+    """Record what a chunk/event tells us; True if it must be hidden."""
+    if st.kind == RESPONSES:
+        t = getattr(item, "type", None)
+        if t is not None:
+            if st.first is None and t.endswith(".delta"):
+                st.first = _perf()
+            if t in _RESP_FINAL:
+                r = getattr(item, "response", None)
+                if r is not None:
+                    st.usage = getattr(r, "usage", None)
+                    st.model = getattr(r, "model", None) or st.model
+        return False
+    if st.first is None:
+        st.first = _perf()
+        m = getattr(item, "model", None)
+        if m:
+            st.model = m
+    u = getattr(item, "usage", None)
+    if u is not None:
+        st.usage = u
+        if st.hide and not getattr(item, "choices", True):
+            return True
+    return False
+
+
+class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """Transparent proxy over ``openai.Stream``: same chunks (minus the usage
+    chunk we asked for), same attributes, ``with``/``close()`` keep working.
+    Emits the event once: exhausted, closed, exited, or garbage-collected."""
+
+    def __init__(self, wrapped: Any, state: _StreamState) -> None:
+        super().__init__(wrapped)
+        self._self_state = state
+
+    def __iter__(self) -> Any:
+        st = self._self_state
+        try:
+            for item in self.__wrapped__:
+                if _see(st, item):
+                    continue
+                yield item
+        except GeneratorExit:
+            _finish(st, None, True)
+            raise
+        except BaseException as e:
+            _finish(st, type(e).__name__)
+            raise
+        _finish(st)
+
+    def __next__(self) -> Any:
+        st = self._self_state
+        nxt = self.__wrapped__.__next__
+        while True:
+            try:
+                item = nxt()
+            except StopIteration:
+                _finish(st)
+                raise
+            except BaseException as e:
+                _finish(st, type(e).__name__)
+                raise
+            if not _see(st, item):
+                return item
+
+    def __enter__(self) -> Any:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        try:
+            return self.__wrapped__.__exit__(*exc)
+        finally:
+            _finish(self._self_state, None, True)
+
+    def close(self) -> Any:
+        try:
+            return self.__wrapped__.close()
+        finally:
+            _finish(self._self_state, None, True)
+
+    def __del__(self) -> None:
+        try:
+            st = self._self_state
+        except Exception:
+            return
+        if not st.done:
+            _finish(st, None, True)
+
+    def __copy__(self) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def __reduce_ex__(self, protocol: Any) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+
+class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """The ``openai.AsyncStream`` twin of :class:`SyncStreamProxy`."""
+
+    def __init__(self, wrapped: Any, state: _StreamState) -> None:
+        super().__init__(wrapped)
+        self._self_state = state
+
+    async def __aiter__(self) -> Any:
+        st = self._self_state
+        try:
+            async for item in self.__wrapped__:
+                if _see(st, item):
+                    continue
+                yield item
+        except GeneratorExit:
+            _finish(st, None, True)
+            raise
+        except BaseException as e:
+            _finish(st, type(e).__name__)
+            raise
+        _finish(st)
+
+    async def __anext__(self) -> Any:
+        st = self._self_state
+        nxt = self.__wrapped__.__anext__
+        while True:
+            try:
+                item = await nxt()
+            except StopAsyncIteration:
+                _finish(st)
+                raise
+            except BaseException as e:
+                _finish(st, type(e).__name__)
+                raise
+            if not _see(st, item):
+                return item
+
+    async def __aenter__(self) -> Any:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(*exc)
+        finally:
+            _finish(self._self_state, None, True)
+
+    async def close(self) -> Any:
+        try:
+            return await self.__wrapped__.close()
+        finally:
+            _finish(self._self_state, None, True)
+
+    def __del__(self) -> None:
+        try:
+            st = self._self_state
+        except Exception:
+            return
+        if not st.done:
+            _finish(st, None, True)
+
+    def __copy__(self) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def __reduce_ex__(self, protocol: Any) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------- results
+def _record(frame: Any, name: str, model: Any, wall: float, latency: float, result: Any, raw: Optional[str]) -> None:
+    usage = getattr(result, "usage", _MISSING)
+    if usage is not _MISSING:
+        _emit(frame, "llm", name, "openai", getattr(result, "model", None) or model, wall, latency, None, P_OPENAI_USAGE, usage, None)
+        return
+    http = getattr(result, "http_response", None)
+    if http is not None:
+        # with_raw_response (LegacyAPIResponse): the body is already read, parse
+        # it on the exporter thread. with_streaming_response: body not read, so
+        # usage is unknown (we never consume the caller's body).
+        content = None
+        if raw != "stream":
+            try:
+                content = http.content
+            except Exception:
+                content = None
+        attrs = {"raw_response": True, "http_status": getattr(http, "status_code", None)}
+        if content is not None:
+            _emit(frame, "llm", name, "openai", model, wall, latency, None, P_OPENAI_RAW, content, attrs)
+        else:
+            attrs["usage_unavailable"] = True
+            _emit(frame, "llm", name, "openai", model, wall, latency, None, P_NONE, None, attrs)
+        return
+    _emit(frame, "llm", name, "openai", model, wall, latency, None, P_NONE, None, None)
+
+
+def _error(frame: Any, name: str, model: Any, wall: float, t0: float, e: BaseException, stream: bool) -> None:
+    try:
+        attrs: Optional[dict] = None
+        status = getattr(e, "status_code", None)
+        if stream or status is not None:
+            attrs = {}
+            if stream:
+                attrs["stream"] = True
+            if isinstance(status, int):
+                attrs["http_status"] = status
+        _emit(frame, "llm", name, "openai", model, wall, _perf() - t0, None if e is None else type(e).__name__, P_NONE, None, attrs)
+    except Exception:  # pragma: no cover
+        logger.debug("llmobserve: error record failed", exc_info=True)
+
+
+def _make_sync(name: str, kind: int) -> Any:
+    streamable = kind in (CHAT, RESPONSES, COMPLETIONS) and not name.endswith(".parse")
+
+    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if not _state.active:
+            return wrapped(*args, **kwargs)
+        frame = _get_frame()
+        if _sampled_out(frame):
+            return wrapped(*args, **kwargs)
+        stream = hide = False
+        raw = None
+        try:
+            if kwargs.get("extra_headers"):
+                raw = _raw_mode(kwargs)
+            if streamable and kwargs.get("stream") is True:
+                stream = True
+                if raw is None and kind != RESPONSES:
+                    hide = _inject_usage(kwargs)
+        except Exception:  # pragma: no cover
+            pass
+        model = kwargs.get("model")
+        wall = _time()
+        t0 = _perf()
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as e:
+            _error(frame, name, model, wall, t0, e, stream)
+            raise
+        try:
+            if stream and raw is None and _Stream is not None and isinstance(result, _Stream):
+                return SyncStreamProxy(result, _StreamState(frame, name, model, wall, t0, hide, kind))
+            _record(frame, name, model, wall, _perf() - t0, result, raw)
+        except Exception:
+            logger.debug("llmobserve: record failed", exc_info=True)
+        return result
+
+    return wrapper
+
+
+def _make_async(name: str, kind: int) -> Any:
+    streamable = kind in (CHAT, RESPONSES, COMPLETIONS) and not name.endswith(".parse")
+
+    async def call(wrapped: Any, args: Any, kwargs: Any, frame: Any) -> Any:
+        stream = hide = False
+        raw = None
+        try:
+            if kwargs.get("extra_headers"):
+                raw = _raw_mode(kwargs)
+            if streamable and kwargs.get("stream") is True:
+                stream = True
+                if raw is None and kind != RESPONSES:
+                    hide = _inject_usage(kwargs)
+        except Exception:  # pragma: no cover
+            pass
+        model = kwargs.get("model")
+        wall = _time()
+        t0 = _perf()
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as e:
+            _error(frame, name, model, wall, t0, e, stream)
+            raise
+        try:
+            if stream and raw is None and _AsyncStream is not None and isinstance(result, _AsyncStream):
+                return AsyncStreamProxy(result, _StreamState(frame, name, model, wall, t0, hide, kind))
+            _record(frame, name, model, wall, _perf() - t0, result, raw)
+        except Exception:
+            logger.debug("llmobserve: record failed", exc_info=True)
+        return result
+
+    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if not _state.active:
+            return wrapped(*args, **kwargs)
+        frame = _get_frame()
+        if _sampled_out(frame):
+            return wrapped(*args, **kwargs)
+        return call(wrapped, args, kwargs, frame)
+
+    return wrapper
+
+
+def instrument() -> bool:
+    """Wrap the installed ``openai`` (idempotent). False if openai is absent."""
+    global _Stream, _AsyncStream
+    if _patcher.applied:
+        return True
+    try:
+        import openai  # noqa: F401
+        from openai import AsyncStream, Stream
+    except Exception:
+        return False
+    _Stream, _AsyncStream = Stream, AsyncStream
+    for module, path, name, kind, is_async in TARGETS:
+        _patcher.patch(module, path, _make_async(name, kind) if is_async else _make_sync(name, kind))
+    return _patcher.applied
+
+
+def uninstrument() -> None:
+    _patcher.unpatch_all()
+
+
+def is_instrumented() -> bool:
+    return _patcher.applied
