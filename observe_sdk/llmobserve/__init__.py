@@ -186,6 +186,9 @@ def _at_exit() -> None:
     if exp is None:
         return
     try:
+        # Deliver what is pending, but never hold the exit for more than
+        # exit_timeout: no backoff sleeps, one attempt per batch.
+        exp.stop_retrying()
         exp.flush(_exit_timeout)
         exp._closed = True
         exp._stop.set()

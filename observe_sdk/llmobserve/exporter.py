@@ -90,6 +90,9 @@ class Exporter:
         self.built = 0  # events serialised
         self.cpu_seconds = 0.0  # worker thread CPU time (time.thread_time)
         self._failed_since_marker = False
+        # set at exit / shutdown: cut backoff sleeps short, no further retries
+        self._no_retry = False
+        self._interrupt = threading.Event()
 
     def after_fork_in_child(self) -> None:
         # The parent's queue (and its lock, possibly held by the parent's worker
@@ -157,9 +160,15 @@ class Exporter:
             logger.debug("llmobserve: flush failed", exc_info=True)
             return False
 
+    def stop_retrying(self) -> None:
+        """From now on each batch gets one attempt (used at interpreter exit)."""
+        self._no_retry = True
+        self._interrupt.set()
+
     def shutdown(self, timeout: float = 2.0) -> bool:
         ok = self.flush(timeout)
         try:
+            self.stop_retrying()
             self._closed = True
             self._stop.set()
             self._wake.set()
@@ -244,19 +253,15 @@ class Exporter:
                 b = self._send(events[half:])
                 return a and b
             retryable = status == 0 or status in _RETRYABLE or status >= 500
-            if retryable and attempt < self.max_retries and not self._stop.is_set():
+            if retryable and attempt < self.max_retries and not self._no_retry:
                 delay = min(self.backoff_max, self.backoff_base * (2**attempt))
                 delay = delay * (0.5 + random.random() / 2)  # jitter
                 if retry_after is not None:
                     delay = min(max(retry_after, 0.0), max(self.backoff_max, 1.0))
                 attempt += 1
                 logger.debug("llmobserve: POST %s -> %s, retry %d in %.2fs", self.url, status or "conn error", attempt, delay)
-                if self._stop.wait(delay):
-                    # shutting down: give up on this batch
-                    pass
-                if self._stop.is_set():
-                    self.dropped_failed += len(events)
-                    return False
+                # interrupted (exit/shutdown): one last immediate attempt, then give up
+                self._interrupt.wait(delay)
                 continue
             self.dropped_failed += len(events)
             if retryable:
