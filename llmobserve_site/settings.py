@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "projects",
     "pricing",
     "events",
+    "dashboard",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,119 @@
+"""Server-rendered SVG charts: geometry is computed here, the template draws it.
+
+No JavaScript charting: a stacked bar per day, one colour per series, a
+`<title>` on every bar segment as its tooltip.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+
+from dashboard.formatting import usd
+
+PALETTE = ["#4f46e5", "#0891b2", "#16a34a", "#ca8a04", "#dc2626", "#9333ea", "#db2777", "#64748b"]
+OTHER = "other"
+
+
+@dataclass
+class Segment:
+    x: float
+    y: float
+    width: float
+    height: float
+    color: str
+    title: str
+
+
+@dataclass
+class Chart:
+    width: int
+    height: int
+    plot_left: int
+    plot_bottom: int
+    plot_top: int
+    segments: list[Segment] = field(default_factory=list)
+    gridlines: list[dict[str, object]] = field(default_factory=list)
+    xlabels: list[dict[str, object]] = field(default_factory=list)
+    legend: list[dict[str, object]] = field(default_factory=list)
+    total: float = 0.0
+
+    @property
+    def empty(self) -> bool:
+        return not self.segments
+
+
+def nice_ceiling(value: float) -> float:
+    """The smallest 1, 2, 2.5 or 5 × 10^n at or above `value`."""
+    if value <= 0:
+        return 1.0
+    exponent = math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        candidate = step * 10**exponent
+        if candidate >= value * (1 - 1e-9):
+            return candidate
+    return 10 ** (exponent + 1)
+
+
+def stacked_daily(
+    series: dict[str, dict[dt.date, float]],
+    *,
+    start: dt.date,
+    end: dt.date,
+    top: int = 7,
+    width: int = 760,
+    height: int = 240,
+) -> Chart:
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    totals = {label: sum(values.values()) for label, values in series.items()}
+    ranked = sorted((label for label in totals if totals[label] > 0), key=lambda label: (-totals[label], label))
+    shown = ranked[:top]
+    folded: dict[str, dict[dt.date, float]] = {label: series[label] for label in shown}
+    rest = ranked[top:]
+    if rest:
+        other: dict[dt.date, float] = {}
+        for label in rest:
+            for day, cost in series[label].items():
+                other[day] = other.get(day, 0.0) + cost
+        folded[OTHER] = other
+    colors = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(folded)}
+    if OTHER in folded:
+        colors[OTHER] = PALETTE[-1]
+
+    plot_left, plot_right, plot_top, plot_bottom = 64, width - 8, 10, height - 24
+    chart = Chart(width=width, height=height, plot_left=plot_left, plot_bottom=plot_bottom, plot_top=plot_top)
+    day_totals = [sum(values.get(day, 0.0) for values in folded.values()) for day in days]
+    chart.total = sum(day_totals)
+    peak = nice_ceiling(max(day_totals, default=0.0))
+    plot_height = plot_bottom - plot_top
+    for i in range(5):
+        value = peak * i / 4
+        y = plot_bottom - plot_height * i / 4
+        chart.gridlines.append({"y": round(y, 1), "label": usd(value)})
+    slot = (plot_right - plot_left) / max(len(days), 1)
+    bar = max(slot * 0.72, 1.0)
+    label_every = max(1, math.ceil(len(days) / 10))
+    for index, day in enumerate(days):
+        x = plot_left + slot * index + (slot - bar) / 2
+        if (len(days) - 1 - index) % label_every == 0:
+            chart.xlabels.append({"x": round(x + bar / 2, 1), "label": day.strftime("%b %d")})
+        y = float(plot_bottom)
+        for label, values in folded.items():
+            cost = values.get(day, 0.0)
+            if cost <= 0:
+                continue
+            h = plot_height * cost / peak
+            y -= h
+            chart.segments.append(
+                Segment(
+                    x=round(x, 2),
+                    y=round(y, 2),
+                    width=round(bar, 2),
+                    height=round(max(h, 0.5), 2),
+                    color=colors[label],
+                    title=f"{day:%Y-%m-%d} · {label}: {usd(cost)}",
+                )
+            )
+    chart.legend = [{"label": label, "color": colors[label], "total": sum(folded[label].values())} for label in folded]
+    return chart

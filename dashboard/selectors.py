@@ -1,0 +1,174 @@
+"""Dashboard reads.  Every list and total here comes from the aggregates kept
+current at ingest (Run, RunSection, DailyRollup), never from a scan of Event;
+only a single run's detail reads events (through events.selectors.run_tree).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from django.apps import apps
+from django.db.models import Max, Sum
+
+from events.models import DailyRollup, Run, RunSection
+
+Dimension = Literal["section", "model"]
+NO_SECTION = "(no section)"
+NO_MODEL = "(no model)"
+
+
+@dataclass
+class Spend:
+    label: str
+    days: int
+    current: float
+    previous: float
+
+
+def spend_summary_get(*, project_id: int, today: dt.date) -> list[Spend]:
+    """Spend today, over the last 7 and 30 days (today included), each with
+    the same length of time just before it."""
+    start = today - dt.timedelta(days=59)
+    rows = (
+        DailyRollup.objects.filter(project_id=project_id, day__gte=start, day__lte=today)
+        .values("day")
+        .annotate(cost=Sum("cost_usd"))
+        .order_by()
+    )
+    by_day = {row["day"]: row["cost"] or 0.0 for row in rows}
+    out = []
+    for label, days in (("Today", 1), ("Last 7 days", 7), ("Last 30 days", 30)):
+        current = sum(by_day.get(today - dt.timedelta(days=i), 0.0) for i in range(days))
+        previous = sum(by_day.get(today - dt.timedelta(days=i), 0.0) for i in range(days, 2 * days))
+        out.append(Spend(label=label, days=days, current=current, previous=previous))
+    return out
+
+
+def _label(dimension: Dimension, row: dict[str, Any]) -> str:
+    if dimension == "section":
+        return row["section"] or NO_SECTION
+    return row["model"] or (f"{row['provider']} (no model)" if row.get("provider") else NO_MODEL)
+
+
+def spend_daily_by(
+    *, project_id: int, dimension: Dimension, start: dt.date, end: dt.date
+) -> dict[str, dict[dt.date, float]]:
+    """Cost per day from `start` to `end` (inclusive), split by section or by model."""
+    fields = ["day", "section"] if dimension == "section" else ["day", "provider", "model"]
+    rows = (
+        DailyRollup.objects.filter(project_id=project_id, day__gte=start, day__lte=end)
+        .values(*fields)
+        .annotate(cost=Sum("cost_usd"))
+        .order_by()
+    )
+    series: dict[str, dict[dt.date, float]] = defaultdict(lambda: defaultdict(float))
+    for row in rows:
+        series[_label(dimension, row)][row["day"]] += row["cost"] or 0.0
+    return {label: dict(days) for label, days in series.items()}
+
+
+def spend_top_list(
+    *, project_id: int, dimension: Dimension, start: dt.date, end: dt.date, limit: int = 8
+) -> list[dict[str, Any]]:
+    """Sections (or models) by cost between `start` and `end`, most expensive first."""
+    fields = ["section"] if dimension == "section" else ["provider", "model"]
+    rows = list(
+        DailyRollup.objects.filter(project_id=project_id, day__gte=start, day__lte=end)
+        .values(*fields)
+        .annotate(
+            cost=Sum("cost_usd"),
+            calls=Sum("calls"),
+            errors=Sum("errors"),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+        )
+        .order_by()
+    )
+    total = sum(r["cost"] or 0.0 for r in rows) or 0.0
+    rows.sort(key=lambda r: (-(r["cost"] or 0.0), _label(dimension, r)))
+    out = []
+    for row in rows[:limit]:
+        cost = row["cost"] or 0.0
+        out.append(
+            {
+                "label": _label(dimension, row),
+                "section": row.get("section"),
+                "provider": row.get("provider"),
+                "model": row.get("model"),
+                "cost": cost,
+                "calls": row["calls"] or 0,
+                "errors": row["errors"] or 0,
+                "input_tokens": row["input_tokens"] or 0,
+                "output_tokens": row["output_tokens"] or 0,
+                "share": (cost / total * 100) if total else 0.0,
+            }
+        )
+    return out
+
+
+def model_unpriced_list(*, project_id: int, since: dt.date) -> list[dict[str, Any]]:
+    """Models that calls used but the registry has no price for."""
+    return list(
+        DailyRollup.objects.filter(project_id=project_id, day__gte=since, unpriced_calls__gt=0)
+        .exclude(model="")
+        .values("provider", "model")
+        .annotate(calls=Sum("unpriced_calls"), last_day=Max("day"))
+        .order_by("-calls", "provider", "model")
+    )
+
+
+def run_filter_options(*, project_id: int, since: dt.date) -> dict[str, list[str]]:
+    """Choices for the run list's filters: sections seen in the rollups since
+    `since`, and the project's services."""
+    sections = sorted(
+        set(
+            DailyRollup.objects.filter(project_id=project_id, day__gte=since)
+            .exclude(section="")
+            .values_list("section", flat=True)
+            .distinct()
+        )
+    )
+    services = list(
+        Run.objects.filter(project_id=project_id)
+        .exclude(service=None)
+        .order_by("service")
+        .values_list("service", flat=True)
+        .distinct()[:200]
+    )
+    return {"sections": sections, "services": services}
+
+
+def project_has_runs(*, project_id: int) -> bool:
+    return Run.objects.filter(project_id=project_id).exists()
+
+
+def run_find_for_projects(*, project_ids: list[int], run_id: str, prefer: int | None = None) -> Run | None:
+    """The run with this id in one of the given projects (the preferred one first)."""
+    runs = list(Run.objects.filter(project_id__in=project_ids, run_id=run_id).select_related("project")[:10])
+    if not runs:
+        return None
+    runs.sort(key=lambda r: (r.project_id != prefer, r.project.name))
+    return runs[0]
+
+
+def run_section_costs(*, project_id: int, run_id: str) -> list[RunSection]:
+    return list(RunSection.objects.filter(project_id=project_id, run_id=run_id).order_by("-cost_usd", "section"))
+
+
+def insight_list_for_project(*, project_id: int, limit: int | None = None) -> tuple[bool, list[Any], Any]:
+    """(available, insights, latest computation) from the insights app, when it is installed."""
+    if not apps.is_installed("insights"):
+        return False, [], None
+    try:
+        from insights import selectors as insight_selectors
+    except ImportError:
+        return False, [], None
+    items = list(insight_selectors.insight_list_latest(project_id=project_id, limit=limit))
+    computation = None
+    latest = getattr(insight_selectors, "insight_computation_latest", None)
+    if latest is not None:
+        computation = latest(project_id=project_id)
+    return True, items, computation

@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django import template
+
+from dashboard import formatting
+
+register = template.Library()
+
+register.filter("usd", formatting.usd)
+register.filter("tokens", formatting.tokens)
+register.filter("duration", formatting.duration)

@@ -1,0 +1,294 @@
+"""The dashboard: one view and one template per page.
+
+A full page for a normal request; for an htmx request the view renders only
+the `{% partialdef %}` fragment the request targets, so every `hx-get` on a
+page also works as a plain link.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import patch_vary_headers
+from django.views.decorators.http import require_GET
+
+from dashboard import selectors
+from dashboard.charts import stacked_daily
+from dashboard.formatting import change
+from events.selectors import BadCursor, RunFilters, run_list, run_root_sections, run_tree
+from pricing.selectors import price_list_current
+from projects.models import Project
+from projects.selectors import project_list_for_user
+
+SESSION_PROJECT = "dashboard_project_id"
+RUNS_PER_PAGE = 50
+WINDOWS = {1: "Today", 7: "7 days", 30: "30 days"}
+CHART_DAYS = 30
+
+
+@dataclass
+class ProjectChoice:
+    current: Project | None
+    projects: list[Project]
+
+
+def project_choose(request: HttpRequest) -> ProjectChoice:
+    """The project a page shows: `?project=NAME` (remembered in the session),
+    else the one chosen before, else the first the user may see."""
+    projects = list(project_list_for_user(user=request.user).order_by("name"))
+    name = request.GET.get("project")
+    if name:
+        match = next((p for p in projects if p.name == name), None)
+        if match is None:
+            raise Http404("No such project.")
+        request.session[SESSION_PROJECT] = match.id
+        return ProjectChoice(current=match, projects=projects)
+    stored = request.session.get(SESSION_PROJECT)
+    current = next((p for p in projects if p.id == stored), None) or (projects[0] if projects else None)
+    return ProjectChoice(current=current, projects=projects)
+
+
+def today_utc() -> dt.date:
+    return timezone.now().astimezone(dt.UTC).date()
+
+
+def _page(
+    request: HttpRequest,
+    template: str,
+    context: dict[str, Any],
+    *,
+    partials: tuple[str, ...] = (),
+    default_partial: str | None = None,
+) -> HttpResponse:
+    """Render the page, or for htmx only the fragment it targets."""
+    htmx = getattr(request, "htmx", None)
+    if htmx and not htmx.boosted and not htmx.history_restore_request:
+        partial = htmx.target if htmx.target in partials else default_partial
+        if partial:
+            template = f"{template}#{partial}"
+    response = render(request, template, context)
+    patch_vary_headers(response, ["HX-Request", "HX-Target"])
+    return response
+
+
+def _base_context(request: HttpRequest, choice: ProjectChoice, nav: str) -> dict[str, Any]:
+    collector_url = request.build_absolute_uri("/").rstrip("/")
+    return {
+        "nav": nav,
+        "project": choice.current,
+        "projects": choice.projects,
+        "collector_url": collector_url,
+        "poll_seconds": getattr(settings, "DASHBOARD_POLL_SECONDS", 5),
+    }
+
+
+def _query(params: dict[str, Any], **changes: Any) -> str:
+    merged = {**params, **changes}
+    clean = {k: v for k, v in merged.items() if v not in (None, "")}
+    return "?" + urlencode(clean) if clean else "?"
+
+
+@login_required
+@require_GET
+def overview(request: HttpRequest) -> HttpResponse:
+    choice = project_choose(request)
+    context = _base_context(request, choice, "overview")
+    project = choice.current
+    if project is None:
+        return _page(request, "dashboard/overview.html", context)
+    try:
+        window = int(request.GET.get("days", 7))
+    except ValueError:
+        window = 7
+    if window not in WINDOWS:
+        window = 7
+    by = request.GET.get("by") if request.GET.get("by") in ("section", "model") else "section"
+    today = today_utc()
+    start = today - dt.timedelta(days=CHART_DAYS - 1)
+    window_start = today - dt.timedelta(days=window - 1)
+    spend = selectors.spend_summary_get(project_id=project.id, today=today)
+    series = selectors.spend_daily_by(project_id=project.id, dimension=by, start=start, end=today)
+    available, insights, _computation = selectors.insight_list_for_project(project_id=project.id, limit=5)
+    context.update(
+        has_runs=selectors.project_has_runs(project_id=project.id),
+        spend=[{"item": s, "change": change(s.current, s.previous)} for s in spend],
+        chart=stacked_daily(series, start=start, end=today),
+        chart_by=by,
+        chart_days=CHART_DAYS,
+        window=window,
+        window_label=WINDOWS[window],
+        window_since=window_start.isoformat(),
+        top_sections=selectors.spend_top_list(
+            project_id=project.id, dimension="section", start=window_start, end=today
+        ),
+        top_models=selectors.spend_top_list(project_id=project.id, dimension="model", start=window_start, end=today),
+        insights_available=available,
+        insights=insights,
+        unpriced=selectors.model_unpriced_list(project_id=project.id, since=start),
+        chart_tabs=[
+            {"by": b, "url": _query({"days": window}, by=b), "current": b == by} for b in ("section", "model")
+        ],
+        window_tabs=[
+            {"label": label, "url": _query({"by": by}, days=d), "current": d == window} for d, label in WINDOWS.items()
+        ],
+    )
+    return _page(request, "dashboard/overview.html", context, partials=("chart", "breakdown"))
+
+
+def _date(value: str | None) -> dt.date | None:
+    if not value:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _run_filters(params: Any) -> tuple[RunFilters, dict[str, str], list[str]]:
+    errors: list[str] = []
+    raw = {k: (params.get(k) or "").strip() for k in ("service", "section", "status", "since", "until", "min_cost")}
+    status = raw["status"] if raw["status"] in ("ok", "error") else None
+    if raw["status"] and status is None:
+        errors.append("Status is ok or error.")
+    since = _date(raw["since"])
+    until = _date(raw["until"])
+    for name, value, parsed in (("From", raw["since"], since), ("To", raw["until"], until)):
+        if value and parsed is None:
+            errors.append(f"{name} is a date like 2026-11-26.")
+    min_cost = None
+    if raw["min_cost"]:
+        try:
+            min_cost = float(raw["min_cost"])
+        except ValueError:
+            errors.append("Min cost is a number of dollars, like 0.05.")
+    filters = RunFilters(
+        section=raw["section"] or None,
+        service=raw["service"] or None,
+        status=status,
+        since=dt.datetime.combine(since, dt.time(), tzinfo=dt.UTC) if since else None,
+        # The "to" date is inclusive: runs started before the next midnight.
+        until=dt.datetime.combine(until + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) if until else None,
+        min_cost=min_cost,
+    )
+    return filters, raw, errors
+
+
+@login_required
+@require_GET
+def run_list_page(request: HttpRequest) -> HttpResponse:
+    choice = project_choose(request)
+    context = _base_context(request, choice, "runs")
+    project = choice.current
+    if project is None:
+        return _page(request, "dashboard/runs.html", context)
+    filters, raw, errors = _run_filters(request.GET)
+    cursor = request.GET.get("cursor") or None
+    try:
+        runs, next_cursor = run_list(project_id=project.id, filters=filters, limit=RUNS_PER_PAGE, cursor=cursor)
+    except BadCursor:
+        errors.append("That page link has expired; showing the newest runs.")
+        cursor = None
+        runs, next_cursor = run_list(project_id=project.id, filters=filters, limit=RUNS_PER_PAGE)
+    roots = run_root_sections(project_id=project.id, run_ids=[r.run_id for r in runs])
+    filtered = any(raw.values())
+    base_url = reverse("dashboard:runs")
+    context.update(
+        rows=[{"run": r, "roots": roots.get(r.run_id, [])} for r in runs],
+        filters=raw,
+        filtered=filtered,
+        errors=errors,
+        cursor=cursor,
+        live=cursor is None,
+        has_runs=bool(runs) or selectors.project_has_runs(project_id=project.id),
+        options=selectors.run_filter_options(project_id=project.id, since=today_utc() - dt.timedelta(days=90)),
+        table_url=base_url + _query(raw),
+        older_url=base_url + _query(raw, cursor=next_cursor) if next_cursor else None,
+        newest_url=base_url + _query(raw) if cursor else None,
+    )
+    return _page(request, "dashboard/runs.html", context, partials=("run-table",), default_partial="run-table")
+
+
+def _walk(nodes: list[dict[str, Any]]) -> Any:
+    for node in nodes:
+        yield node
+        yield from _walk(node["children"])
+
+
+@login_required
+@require_GET
+def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
+    choice = project_choose(request)
+    if not choice.projects:
+        raise Http404("No such run.")
+    prefer = choice.current.id if choice.current else None
+    run = selectors.run_find_for_projects(project_ids=[p.id for p in choice.projects], run_id=run_id, prefer=prefer)
+    if run is None:
+        raise Http404("No such run.")
+    if choice.current is None or run.project_id != choice.current.id:
+        choice = ProjectChoice(current=run.project, projects=choice.projects)
+    context = _base_context(request, choice, "runs")
+    tree = run_tree(project_id=run.project_id, run_id=run.run_id)
+    calls = [n for n in _walk(tree) if n["span_type"] != "section"]
+    by_model: dict[tuple[str, str], dict[str, Any]] = {}
+    for call in calls:
+        key = (call.get("provider") or "", call.get("model") or "")
+        entry = by_model.setdefault(
+            key,
+            {"provider": key[0], "model": key[1], "calls": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0},
+        )
+        entry["calls"] += 1
+        entry["input_tokens"] += call["input_tokens"]
+        entry["output_tokens"] += call["output_tokens"]
+        entry["cost"] += call["cost_usd"]
+    context.update(
+        run=run,
+        tree=tree,
+        by_model=sorted(by_model.values(), key=lambda e: -e["cost"]),
+        failed_calls=[c for c in calls if c["status"] == "error"],
+        unpriced_calls=sum(1 for c in calls if not c.get("priced", True) and c.get("model")),
+        runs_url=reverse("dashboard:runs"),
+    )
+    return _page(request, "dashboard/run_detail.html", context)
+
+
+@login_required
+@require_GET
+def insights(request: HttpRequest) -> HttpResponse:
+    choice = project_choose(request)
+    context = _base_context(request, choice, "insights")
+    if choice.current is not None:
+        available, items, computation = selectors.insight_list_for_project(project_id=choice.current.id)
+        context.update(
+            insights_available=available,
+            insights=items,
+            computation=computation,
+            total_savings=sum(getattr(i, "est_savings_usd", None) or 0.0 for i in items),
+        )
+    return _page(request, "dashboard/insights.html", context)
+
+
+@login_required
+@require_GET
+def pricing(request: HttpRequest) -> HttpResponse:
+    choice = project_choose(request)
+    context = _base_context(request, choice, "pricing")
+    prices = price_list_current()
+    context.update(
+        prices=prices,
+        can_edit=request.user.is_staff,
+        unpriced=(
+            selectors.model_unpriced_list(project_id=choice.current.id, since=today_utc() - dt.timedelta(days=30))
+            if choice.current
+            else []
+        ),
+    )
+    return _page(request, "dashboard/pricing.html", context)
