@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "pricing",
     "events",
     "dashboard",
+    "insights",
 ]
 
 MIDDLEWARE = [

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from events.api import RunDetailView, RunsLatestView
 from events.views import events_ingest
+from insights.api import InsightsDailyView
 from llmobserve_site.health import health
 from pricing.api import PricingView
 
@@ -12,6 +13,7 @@ urlpatterns = [
     path("events", events_ingest, name="events-ingest"),
     path("runs/latest", RunsLatestView.as_view(), name="runs-latest"),
     path("runs/<path:run_id>", RunDetailView.as_view(), name="run-detail"),
+    path("insights/daily", InsightsDailyView.as_view(), name="insights-daily"),
     path("pricing", PricingView.as_view(), name="pricing"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("admin/", admin.site.urls),

@@ -1,0 +1,54 @@
+"""Reads of the insights app: the latest computation of a project."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Case, F, IntegerField, QuerySet, Value, When
+
+from insights.models import Insight, InsightComputation
+
+SEVERITY_ORDER = Case(
+    When(severity=Insight.HIGH, then=Value(0)),
+    When(severity=Insight.MEDIUM, then=Value(1)),
+    default=Value(2),
+    output_field=IntegerField(),
+)
+
+
+def insight_computation_latest(*, project_id: int) -> InsightComputation | None:
+    """The project's most recent computation (greatest window end), or None before the first run."""
+    return InsightComputation.objects.filter(project_id=project_id).order_by("-window_end").first()
+
+
+def insight_list_latest(*, project_id: int, limit: int | None = None) -> list[Insight]:
+    """The insights of the latest computation, most severe first, then largest saving."""
+    computation = insight_computation_latest(project_id=project_id)
+    if computation is None:
+        return []
+    qs: QuerySet[Insight] = (
+        Insight.objects.filter(computation=computation)
+        .annotate(severity_rank=SEVERITY_ORDER)
+        .order_by("severity_rank", F("est_savings_usd").desc(nulls_last=True), "-ratio", "id")
+    )
+    if limit is not None:
+        qs = qs[:limit]
+    return list(qs)
+
+
+def insight_as_dict(insight: Insight) -> dict[str, Any]:
+    """The SPEC §4 shape of one insight (plus `details`, an addition)."""
+    return {
+        "id": insight.id,
+        "kind": insight.kind,
+        "severity": insight.severity,
+        "section": insight.section,
+        "model": insight.model or None,
+        "endpoint": insight.endpoint or None,
+        "observed": insight.observed,
+        "baseline": insight.baseline,
+        "ratio": insight.ratio,
+        "est_savings_usd": insight.est_savings_usd,
+        "message": insight.message,
+        "details": insight.details,
+    }

@@ -1,0 +1,31 @@
+"""The Celery app: the periodic insight job (SPEC §1, §7).
+
+The broker comes from settings (`CELERY_BROKER_URL`): Redis in production, or
+with nothing configured kombu's `filesystem://` transport under var/, so a
+fresh machine runs the periodic job with no server installed.  `make run`
+starts one worker with an embedded beat (`-B`); in production beat runs as
+its own process (docker-compose).
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmobserve_site.settings")
+
+app = Celery("llmobserve_site")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@app.on_after_finalize.connect
+def _schedule_insights(sender: Celery, **kwargs: object) -> None:
+    from django.conf import settings
+
+    sender.add_periodic_task(
+        float(settings.INSIGHTS_INTERVAL_SECONDS),
+        sender.signature("insights.compute_insights_all"),
+        name="compute insights for every project",
+    )
