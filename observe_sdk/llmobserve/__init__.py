@@ -35,7 +35,7 @@ logger = logging.getLogger("llmobserve")
 logger.addHandler(logging.NullHandler())
 
 DEFAULT_COLLECTOR_URL = "http://127.0.0.1:8000"
-DEFAULT_EXIT_TIMEOUT = 0.8
+DEFAULT_EXIT_TIMEOUT = 0.5
 
 _lock = threading.Lock()
 _atexit_registered = False
