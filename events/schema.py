@@ -8,6 +8,7 @@ path is validated again event by event to name each bad index and field.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -87,12 +88,10 @@ def decode_batch(body: bytes) -> tuple[list[EventIn | None], Errors, dict[int, s
         ids: dict[int, str | None] = {}
         checked = _semantic_checks(items, errors, ids)
         return checked, errors, ids
-    except msgspec.ValidationError:
+    except (msgspec.ValidationError, msgspec.DecodeError):
         pass
-    except msgspec.DecodeError as exc:
-        raise BodyError(f"body is not valid JSON: {exc}") from None
     # Slow path: find out which events (and which fields) are bad.
-    data = _any_decoder.decode(body)
+    data = _decode_any(body)
     if isinstance(data, dict):
         if "events" not in data:
             raise BodyError('body must be {"events": [...]} or a list of events')
@@ -117,6 +116,24 @@ def decode_batch(body: bytes) -> tuple[list[EventIn | None], Errors, dict[int, s
             errors[index] = {_field_of(str(exc)): [_message_of(str(exc))]}
     checked = _semantic_checks(out, errors, ids)
     return checked, errors, {i: ids.get(i) for i in errors}
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _decode_any(body: bytes) -> Any:
+    try:
+        return _any_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        first_error = exc
+    # msgspec refuses a lone surrogate escape ("\\ud800") anywhere in the body;
+    # the standard library accepts it, so one bad string fails only its own
+    # event (the text checks below reject it) instead of the whole batch.
+    try:
+        return json.loads(body, parse_constant=_no_constants)
+    except (ValueError, RecursionError):
+        raise BodyError(f"body is not valid JSON: {first_error}") from None
 
 
 def _field_of(message: str) -> str:

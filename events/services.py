@@ -393,7 +393,8 @@ REPRICE_FIELDS = (
 def events_reprice(*, since: dt.datetime, project_id: int | None = None) -> int:
     """Recompute the cost of every event started at or after `since` with the
     prices in effect at its start, then rebuild the aggregates it touches."""
-    table = price_table_current()
+    # Always re-read the registry: an in-place SQL edit does not move updated_at.
+    table = price_table_current(fresh=True)
     qs = Event.objects.filter(started_at__gte=since)
     if project_id is not None:
         qs = qs.filter(project_id=project_id)

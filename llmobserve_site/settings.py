@@ -139,7 +139,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
             "timeout": 30,
         }
     )
-    _db.setdefault("TEST", {})["NAME"] = str(VAR_DIR / "test.sqlite3")
+    # A file (not :memory:) so live-server and thread tests share it; one per
+    # process so two test runs on one machine never clobber each other.
+    _db.setdefault("TEST", {})["NAME"] = str(VAR_DIR / f"test-{os.getpid()}.sqlite3")
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -155,6 +157,7 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "staticfiles"))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 
 LOGIN_URL = "/accounts/login/"

@@ -180,7 +180,7 @@ _table_lock = threading.Lock()
 _table: tuple[tuple[Any, ...], PriceTable] | None = None
 
 
-def price_table_current() -> PriceTable:
+def price_table_current(*, fresh: bool = False) -> PriceTable:
     """The matcher, rebuilt only when the registry changed.
 
     One cheap aggregate query per call tells whether any row was added or
@@ -190,7 +190,7 @@ def price_table_current() -> PriceTable:
     global _table
     stamp = tuple(Price.objects.aggregate(n=Count("id"), m=Max("updated_at"), i=Max("id")).values())
     cached = _table
-    if cached is not None and cached[0] == stamp:
+    if cached is not None and cached[0] == stamp and not fresh:
         return cached[1]
     with _table_lock:
         table = PriceTable(list(Price.objects.all()))

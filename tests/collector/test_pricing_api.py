@@ -1,0 +1,157 @@
+"""GET/PUT /pricing, the registry file, the admin, and the commands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from pricing.models import Price
+from pricing.services import REGISTRY_PATH
+from tests.conftest import Api
+
+pytestmark = pytest.mark.django_db
+
+
+def test_registry_is_loaded_on_migrate_with_cheaper_alternatives():
+    data = json.loads(REGISTRY_PATH.read_text())["prices"]
+    assert Price.objects.count() == len(data)
+    alternatives = dict(Price.objects.values_list("model", "cheaper_alternative"))
+    assert alternatives["gpt-4o"] == "gpt-4o-mini"
+    assert alternatives["gpt-4.1"] == "gpt-4.1-mini"
+    # Every named alternative is itself priced.
+    assert {a for a in alternatives.values() if a} <= set(alternatives)
+    pinecone = Price.objects.get(provider="pinecone")
+    assert (pinecone.per_1m_read_units, pinecone.per_1m_write_units) == (16.0, 4.0)
+
+
+def test_get_pricing_one_row_per_model(api: Api, admin_key):
+    Api(admin_key).put(
+        "/pricing",
+        {
+            "prices": [
+                {
+                    "provider": "openai",
+                    "model": "gpt-4o",
+                    "input_per_1m": 2.0,
+                    "output_per_1m": 8.0,
+                    "effective_from": "2026-01-01",
+                }
+            ]
+        },
+    )
+    prices = api.get("/pricing").json()["prices"]
+    gpt4o = [p for p in prices if p["model"] == "gpt-4o"]
+    assert len(gpt4o) == 1
+    assert gpt4o[0]["input_per_1m"] == 2.0
+    assert gpt4o[0]["effective_from"] == "2026-01-01T00:00:00Z"
+    assert set(gpt4o[0]) == {
+        "provider",
+        "model",
+        "input_per_1m",
+        "cached_input_per_1m",
+        "output_per_1m",
+        "per_1m_read_units",
+        "per_1m_write_units",
+        "per_request",
+        "cheaper_alternative",
+        "effective_from",
+    }
+
+
+def test_put_adds_a_version_effective_now_by_default(admin_key):
+    before = Price.objects.filter(model="gpt-4o").count()
+    response = Api(admin_key).put(
+        "/pricing", {"prices": [{"provider": "openai", "model": "gpt-4o", "input_per_1m": 1.0, "output_per_1m": 4.0}]}
+    )
+    assert response.status_code == 200
+    assert Price.objects.filter(model="gpt-4o").count() == before + 1
+    row = next(p for p in response.json()["prices"] if p["model"] == "gpt-4o")
+    assert row["input_per_1m"] == 1.0
+
+
+def test_put_needs_an_admin_key_or_staff(api: Api, client, owner, staff):
+    payload = {"prices": [{"provider": "openai", "model": "x", "input_per_1m": 1}]}
+    assert api.put("/pricing", payload).status_code == 403
+    client.force_login(owner)
+    assert client.put("/pricing", json.dumps(payload), content_type="application/json").status_code == 403
+    client.force_login(staff)
+    assert client.put("/pricing", json.dumps(payload), content_type="application/json").status_code == 200
+    assert Price.objects.filter(model="x").exists()
+
+
+def test_put_with_a_session_keeps_csrf_on(staff):
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(staff)
+    payload = {"prices": [{"provider": "openai", "model": "y", "input_per_1m": 1}]}
+    assert strict.put("/pricing", json.dumps(payload), content_type="application/json").status_code == 403
+    assert not Price.objects.filter(model="y").exists()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"prices": [{"provider": "openai"}]},
+        {"prices": [{"provider": "openai", "model": "m", "input_per_1m": -1}]},
+        {"prices": [{"provider": "openai", "model": "m", "input_per_1m": "cheap"}]},
+        {"prices": [{"provider": "openai", "model": "m", "effective_from": "soon"}]},
+        {"prices": []},
+        {"prices": "all"},
+        ["not", "objects"],
+    ],
+)
+def test_put_rejects_bad_rows_and_stores_nothing(admin_key, payload):
+    before = Price.objects.count()
+    response = Api(admin_key).put("/pricing", payload)
+    assert response.status_code == 400
+    assert Price.objects.count() == before
+
+
+def test_load_pricing_is_idempotent_and_takes_a_path(tmp_path):
+    before = Price.objects.count()
+    call_command("load_pricing")
+    assert Price.objects.count() == before
+    custom = tmp_path / "prices.json"
+    custom.write_text(
+        json.dumps({"prices": [{"provider": "x", "model": "m", "input_per_1m": 1, "effective_from": "2020-01-01"}]})
+    )
+    call_command("load_pricing", str(custom))
+    assert Price.objects.count() == before + 1
+
+
+def test_load_pricing_reports_a_bad_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    with pytest.raises(CommandError):
+        call_command("load_pricing", str(bad))
+    with pytest.raises(CommandError):
+        call_command("load_pricing", str(tmp_path / "missing.json"))
+
+
+def test_create_api_key_prints_the_key_alone_on_the_last_line(capsys):
+    from projects.models import ApiKey, Project
+
+    call_command("create_api_key", project="newproj")
+    out = capsys.readouterr().out.strip().splitlines()
+    key = out[-1]
+    assert key.startswith("lo_") and " " not in key
+    assert Project.objects.filter(name="newproj").exists()
+    assert Api(key).get("/runs/latest").status_code == 200
+    call_command("create_api_key", project="newproj", admin=True)
+    admin = capsys.readouterr().out.strip().splitlines()[-1]
+    assert ApiKey.objects.filter(project__name="newproj").count() == 2
+    assert Api(admin).put("/pricing", {"prices": [{"provider": "p", "model": "m"}]}).status_code == 200
+
+
+def test_admin_lists_prices_for_staff(client, django_user_model):
+    admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw-root-123")
+    client.force_login(admin)
+    response = client.get("/admin/pricing/price/")
+    assert response.status_code == 200
+    assert b"gpt-4o-mini" in response.content
+    price = Price.objects.get(model="gpt-4o-mini")
+    assert client.get(f"/admin/pricing/price/{price.id}/change/").status_code == 200

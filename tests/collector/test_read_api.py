@@ -1,0 +1,207 @@
+"""SPEC §4: health, run list with pagination and filters, run tree, isolation."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import SPEC_EXAMPLE_TREE, Api, make_event
+
+pytestmark = pytest.mark.django_db
+EXACT = 1e-9
+
+
+def test_health_needs_no_key(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "db": "ok", "broker": "embedded"}
+
+
+def test_read_endpoints_need_a_key(client, project):
+    assert client.get("/runs/latest").status_code == 401
+    assert client.get("/runs/x").status_code == 401
+    assert Api("lo_bogus").get("/runs/latest").status_code == 401
+
+
+def _seed_runs(api: Api, n: int) -> None:
+    events = []
+    for i in range(n):
+        started = f"2026-11-26T09:{i // 60:02d}:{i % 60:02d}Z"
+        events.append(
+            make_event(
+                run_id=f"run-{i:03d}",
+                started_at=started,
+                service="a" if i % 2 else "b",
+                section=f"sec-{i % 3}",
+                section_path=f"root/sec-{i % 3}",
+                status="error" if i % 5 == 0 else "ok",
+            )
+        )
+    assert api.post_events(events).status_code == 200
+
+
+def test_latest_runs_newest_first_with_cursor_pagination(api: Api):
+    _seed_runs(api, 25)
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params = {"limit": 10}
+        if cursor:
+            params["cursor"] = cursor
+        body = api.get("/runs/latest", **params).json()
+        seen += [r["run_id"] for r in body["runs"]]
+        cursor = body["next"]
+        pages += 1
+        if not cursor:
+            break
+    assert pages == 3
+    assert seen == [f"run-{i:03d}" for i in range(24, -1, -1)]
+
+
+def test_latest_run_fields(api: Api):
+    api.post_events({"events": SPEC_EXAMPLE_TREE})
+    (run,) = api.get("/runs/latest").json()["runs"]
+    assert run == {
+        "run_id": "run-42",
+        "service": "support-bot",
+        "started_at": "2026-11-26T09:00:00Z",
+        "ended_at": "2026-11-26T09:00:01.840000Z",
+        "duration_ms": 1840.0,
+        "calls": 2,
+        "input_tokens": 1500,
+        "output_tokens": 170,
+        "cost_usd": pytest.approx(0.00322 + 300 * 0.15 / 1e6 + 20 * 0.6 / 1e6, abs=EXACT),
+        "status": "error",  # one call failed
+        "root_sections": ["agent:researcher"],
+    }
+
+
+def test_filters(api: Api):
+    _seed_runs(api, 12)
+    by_service = api.get("/runs/latest", service="a").json()["runs"]
+    assert {r["run_id"] for r in by_service} == {f"run-{i:03d}" for i in range(12) if i % 2}
+    by_section = api.get("/runs/latest", section="sec-1").json()["runs"]
+    assert {r["run_id"] for r in by_section} == {"run-001", "run-004", "run-007", "run-010"}
+    by_root = api.get("/runs/latest", section="root").json()["runs"]
+    assert len(by_root) == 12
+    errors = api.get("/runs/latest", status="error").json()["runs"]
+    assert {r["run_id"] for r in errors} == {"run-000", "run-005", "run-010"}
+    assert all(r["status"] == "error" for r in errors)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "0"},
+        {"limit": "abc"},
+        {"limit": "201"},
+        {"cursor": "garbage!"},
+        {"status": "meh"},
+        {"since": "not-a-date"},
+        {"min_cost": "x"},
+    ],
+)
+def test_bad_query_parameters_are_400(api: Api, params):
+    _seed_runs(api, 2)
+    assert api.get("/runs/latest", **params).status_code == 400
+
+
+def test_run_tree_shape_and_roll_up(api: Api):
+    api.post_events({"events": SPEC_EXAMPLE_TREE})
+    body = api.get("/runs/run-42").json()
+    assert body["run_id"] == "run-42" and body["calls"] == 2
+    (agent,) = body["tree"]
+    assert (agent["name"], agent["span_type"], agent["span_id"]) == ("agent:researcher", "section", "s-agent")
+    tool_cost = 176 * 2.5 / 1e6 + 1024 * 1.25 / 1e6 + 150 * 10 / 1e6
+    mini_cost = 300 * 0.15 / 1e6 + 20 * 0.6 / 1e6
+    assert agent["cost_usd"] == pytest.approx(tool_cost + mini_cost, abs=EXACT)
+    assert agent["self_cost_usd"] == pytest.approx(mini_cost, abs=EXACT)
+    assert agent["calls"] == 2 and agent["input_tokens"] == 1500 and agent["output_tokens"] == 170
+    assert [c["name"] for c in agent["children"]] == ["tool:web_search", "chat.completions.create"]
+    tool, direct_call = agent["children"]
+    assert tool["cost_usd"] == pytest.approx(tool_cost, abs=EXACT)
+    assert tool["latency_ms"] == 900.0 and tool["status"] == "ok"
+    (leaf,) = tool["children"]
+    assert leaf["span_type"] == "llm" and leaf["model"] == "gpt-4o-2024-08-06" and leaf["children"] == []
+    assert leaf["cached_input_tokens"] == 1024
+    assert direct_call["model"] == "gpt-4o-mini" and direct_call["status"] == "error"
+
+
+def test_call_outside_any_section_is_a_top_level_node(api: Api):
+    api.post_events([make_event(run_id="solo", span_id="c1", input_tokens=10, output_tokens=0)])
+    tree = api.get("/runs/solo").json()["tree"]
+    assert [(n["span_id"], n["span_type"]) for n in tree] == [("c1", "llm")]
+
+
+def test_call_whose_section_is_still_open_gets_a_stand_in_node(api: Api):
+    api.post_events(
+        [
+            make_event(
+                run_id="open",
+                span_id="c1",
+                parent_span_id="s-open",
+                section="step:think",
+                section_path="step:think",
+                status="error",
+            )
+        ]
+    )
+    (node,) = api.get("/runs/open").json()["tree"]
+    assert (node["span_id"], node["name"], node["span_type"], node["status"]) == (
+        "s-open",
+        "step:think",
+        "section",
+        "error",
+    )
+    assert [c["span_id"] for c in node["children"]] == ["c1"]
+    # The section closes later: its real span replaces the stand-in.
+    api.post_events(
+        [
+            make_event(
+                run_id="open",
+                span_id="s-open",
+                span_type="section",
+                name="step:think",
+                section="step:think",
+                section_path="step:think",
+                provider=None,
+                model=None,
+                latency_ms=50.0,
+                input_tokens=0,
+                output_tokens=0,
+            )
+        ]
+    )
+    (node,) = api.get("/runs/open").json()["tree"]
+    assert node["latency_ms"] == 50.0 and [c["span_id"] for c in node["children"]] == ["c1"]
+
+
+def test_unknown_run_is_404(api: Api):
+    assert api.get("/runs/nope").status_code == 404
+
+
+def test_a_key_of_project_b_gets_404_for_project_a_run(api: Api, other_api: Api):
+    api.post_events({"events": SPEC_EXAMPLE_TREE})
+    assert api.get("/runs/run-42").status_code == 200
+    assert other_api.get("/runs/run-42").status_code == 404
+    assert other_api.get("/runs/latest").json()["runs"] == []
+
+
+def test_session_users_see_their_projects_only(client, api: Api, owner, outsider, staff):
+    api.post_events({"events": SPEC_EXAMPLE_TREE})
+    client.force_login(owner)
+    assert client.get("/runs/run-42").status_code == 200
+    client.force_login(outsider)
+    assert client.get("/runs/run-42").status_code == 404
+    assert client.get("/runs/run-42", {"project": "acme"}).status_code == 404
+    client.force_login(staff)
+    assert client.get("/runs/run-42", {"project": "acme"}).status_code == 200
+
+
+def test_openapi_schema(client):
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "openapi: 3" in text or '"openapi": "3' in text
+    for path in ("/runs/latest", "/runs/{run_id}", "/pricing"):
+        assert path in text
