@@ -82,8 +82,7 @@ def decode_batch(body: bytes) -> tuple[list[EventIn | None], Errors, dict[int, s
     stripped = body.lstrip()
     is_list = stripped[:1] == b"["
     try:
-        events = (_list_decoder if is_list else _batch_decoder).decode(body)
-        items = events if is_list else events.events  # type: ignore[union-attr]
+        items: list[EventIn] = _list_decoder.decode(body) if is_list else _batch_decoder.decode(body).events
         errors: Errors = {}
         ids: dict[int, str | None] = {}
         checked = _semantic_checks(items, errors, ids)

@@ -275,6 +275,7 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime) -> None:
     run_t = Run._meta.db_table
     sec_t = RunSection._meta.db_table
     roll_t = DailyRollup._meta.db_table
+    values: list[tuple[Any, ...]]
     with connection.cursor() as cursor:
         if agg.runs:
             values = [
@@ -486,10 +487,10 @@ def aggregates_rebuild(*, runs: Iterable[tuple[int, str]] = (), days: Iterable[t
     for project_id, day_set in by_project_days.items():
         for day in sorted(day_set):
             DailyRollup.objects.filter(project_id=project_id, day=day).delete()
-            start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+            day_start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
             agg = _Agg()
             qs = Event.objects.filter(
-                project_id=project_id, started_at__gte=start, started_at__lt=start + dt.timedelta(days=1)
+                project_id=project_id, started_at__gte=day_start, started_at__lt=day_start + dt.timedelta(days=1)
             )
             for row in _event_rows(qs):
                 _add(agg, *row)

@@ -12,4 +12,4 @@ def project_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet
         return Project.objects.none()
     if getattr(user, "is_staff", False):
         return Project.objects.all()
-    return Project.objects.filter(membership__user=user)
+    return Project.objects.filter(membership__user_id=user.pk)

@@ -4,7 +4,10 @@ from pricing.services import REGISTRY_PATH, PricingError, price_registry_load
 
 
 class Command(BaseCommand):
-    help = "Load a pricing registry (default pricing/registry.json). Rows are upserted by provider, model and effective_from."
+    help = (
+        "Load a pricing registry (default pricing/registry.json). "
+        "Rows are upserted by provider, model and effective_from."
+    )
 
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
         parser.add_argument("path", nargs="?", default=str(REGISTRY_PATH))
