@@ -179,6 +179,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Ingest LLM and vector-DB call events, read runs, insights and prices.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "OAS_VERSION": "3.1.0",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "events.openapi.add_ingest_path",
+    ],
 }
 
 # --- Ingest limits (SPEC §2) ------------------------------------------------

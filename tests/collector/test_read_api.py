@@ -205,3 +205,15 @@ def test_openapi_schema(client):
     assert "openapi: 3" in text or '"openapi": "3' in text
     for path in ("/runs/latest", "/runs/{run_id}", "/pricing"):
         assert path in text
+
+
+def test_schema_documents_ingest_from_the_validation_types(client):
+    import yaml
+
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    assert schema["openapi"].startswith("3.1")
+    post = schema["paths"]["/events"]["post"]
+    assert set(post["responses"]) == {"200", "207", "400", "401", "413"}
+    event = schema["components"]["schemas"]["EventIn"]
+    assert set(event["required"]) == {"event_id", "run_id", "span_id", "started_at"}
+    assert event["properties"]["run_id"]["maxLength"] == 128
