@@ -85,7 +85,8 @@ def stacked_daily(
     chart = Chart(width=width, height=height, plot_left=plot_left, plot_bottom=plot_bottom, plot_top=plot_top)
     day_totals = [sum(values.get(day, 0.0) for values in folded.values()) for day in days]
     chart.total = sum(day_totals)
-    peak = nice_ceiling(max(day_totals, default=0.0))
+    # Four gridline steps of a round size (1, 2, 2.5 or 5 × 10^n), so every label is round.
+    peak = 4 * nice_ceiling(max(day_totals, default=0.0) / 4)
     plot_height = plot_bottom - plot_top
     for i in range(5):
         value = peak * i / 4

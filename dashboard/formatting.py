@@ -43,6 +43,18 @@ def usd(value: float | Decimal | int | None) -> str:
     return f"{sign}${whole}.{frac}"
 
 
+def rate(value: float | None) -> str:
+    """A list price (dollars per million tokens or units), exact: `$2.50`, `$0.125`, `$0.0375`."""
+    if value is None:
+        return "—"
+    amount = Decimal(str(value)).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
+    if amount == 0:
+        return "$0"
+    whole, _, frac = f"{abs(amount):f}".partition(".")
+    frac = frac.rstrip("0").ljust(2, "0")
+    return f"{'-' if amount < 0 else ''}${int(whole):,}.{frac}"
+
+
 def tokens(value: int | float | None) -> str:
     """Token counts in full with thousands separators: `1,234,567`."""
     if value is None:

@@ -134,9 +134,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         insights_available=available,
         insights=insights,
         unpriced=selectors.model_unpriced_list(project_id=project.id, since=start),
-        chart_tabs=[
-            {"by": b, "url": _query({"days": window}, by=b), "current": b == by} for b in ("section", "model")
-        ],
+        chart_tabs=[{"by": b, "url": _query({"days": window}, by=b), "current": b == by} for b in ("section", "model")],
         window_tabs=[
             {"label": label, "url": _query({"by": by}, days=d), "current": d == window} for d, label in WINDOWS.items()
         ],
@@ -217,6 +215,13 @@ def run_list_page(request: HttpRequest) -> HttpResponse:
     return _page(request, "dashboard/runs.html", context, partials=("run-table",), default_partial="run-table")
 
 
+def _count_failed(node: dict[str, Any]) -> int:
+    """Set `failed` on every node: the failed calls at or below it."""
+    own = int(node["span_type"] != "section" and node["status"] == "error")
+    node["failed"] = own + sum(_count_failed(child) for child in node["children"])
+    return node["failed"]
+
+
 def _walk(nodes: list[dict[str, Any]]) -> Any:
     for node in nodes:
         yield node
@@ -237,6 +242,8 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         choice = ProjectChoice(current=run.project, projects=choice.projects)
     context = _base_context(request, choice, "runs")
     tree = run_tree(project_id=run.project_id, run_id=run.run_id)
+    for root in tree:
+        _count_failed(root)
     calls = [n for n in _walk(tree) if n["span_type"] != "section"]
     by_model: dict[tuple[str, str], dict[str, Any]] = {}
     for call in calls:

@@ -7,5 +7,6 @@ from dashboard import formatting
 register = template.Library()
 
 register.filter("usd", formatting.usd)
+register.filter("rate", formatting.rate)
 register.filter("tokens", formatting.tokens)
 register.filter("duration", formatting.duration)

@@ -34,13 +34,14 @@ def run_events(
     when: dt.datetime,
     service: str = "support-bot",
     root: str = "agent:researcher",
+    tool: str = "tool:web_search",
     calls: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """A run as the SDK sends it: a root section, a `tool:web_search` section in it,
-    and calls inside the tool section (or as given in `calls`)."""
+    """A run as the SDK sends it: a root section, a `tool` section in it
+    (`tool:web_search`), and calls inside the tool section (as given in `calls`)."""
     n = next(_ids)
     root_span, tool_span = f"{run_id}-root-{n}", f"{run_id}-tool-{n}"
-    tool_path = f"{root}/tool:web_search"
+    tool_path = f"{root}/{tool}"
     base = {"run_id": run_id, "service": service, "status": "ok"}
     events: list[dict[str, Any]] = [
         {
@@ -61,8 +62,8 @@ def run_events(
             "span_id": tool_span,
             "parent_span_id": root_span,
             "span_type": "section",
-            "name": "tool:web_search",
-            "section": "tool:web_search",
+            "name": tool,
+            "section": tool,
             "section_path": tool_path,
             "latency_ms": 900.0,
             "started_at": stamp(when + dt.timedelta(milliseconds=100)),
@@ -86,7 +87,7 @@ def run_events(
             "parent_span_id": tool_span,
             "span_type": "llm",
             "name": "chat.completions.create",
-            "section": "tool:web_search",
+            "section": tool,
             "section_path": tool_path,
             "provider": "openai",
             "endpoint": "chat.completions.create",
@@ -116,7 +117,13 @@ def seeded(project, other_project, api_key, other_key) -> dict[str, Any]:
         root="agent:writer",
         calls=[
             {"model": "gpt-4o-mini", "input_tokens": 500, "output_tokens": 40},
-            {"model": "gpt-4o-mini", "input_tokens": 0, "output_tokens": 0, "status": "error", "error_type": "RateLimitError"},
+            {
+                "model": "gpt-4o-mini",
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "status": "error",
+                "error_type": "RateLimitError",
+            },
         ],
     )
     events += run_events(
@@ -124,8 +131,17 @@ def seeded(project, other_project, api_key, other_key) -> dict[str, Any]:
         when=day_start(1),
         calls=[{"provider": "acme-ai", "model": "mystery-model-1", "input_tokens": 10, "output_tokens": 10}],
     )
-    for day in range(2, 10):
-        events += run_events(f"run-old-{day}", when=day_start(day))
+    # Older history: three kinds of run a day, so the chart has something to stack.
+    tools = [("tool:web_search", "gpt-4o"), ("step:analyze_results", "gpt-4o-mini"), ("retrieval", "o3-mini")]
+    for day in range(2, 14):
+        for i, (tool, model) in enumerate(tools):
+            tokens = 2000 + 400 * ((day * 7 + i * 3) % 9)
+            events += run_events(
+                f"run-old-{day}-{i}",
+                when=day_start(day) + dt.timedelta(hours=i),
+                tool=tool,
+                calls=[{"model": model, "input_tokens": tokens, "output_tokens": tokens // 8}],
+            )
     ingest(api_key, events)
     ingest(other_key, run_events("globex-secret-run", when=day_start(0)))
     return {"project": project, "other_project": other_project}
@@ -150,3 +166,44 @@ def staff_client(staff) -> Client:
     client = Client()
     client.force_login(staff)
     return client
+
+
+def make_insight(project, **overrides: Any):  # type: ignore[no-untyped-def]
+    """One stored insight of a fresh computation (skips when the insights app is absent)."""
+    from django.apps import apps
+
+    if not apps.is_installed("insights"):
+        pytest.skip("the insights app is not installed")
+    from insights.models import Insight, InsightComputation
+
+    now = timezone.now()
+    computation, _ = InsightComputation.objects.get_or_create(
+        project=project,
+        window_end=now.replace(microsecond=0),
+        defaults={
+            "window_start": now - dt.timedelta(days=1),
+            "baseline_start": now - dt.timedelta(days=8),
+            "generated_at": now,
+        },
+    )
+    fields: dict[str, Any] = {
+        "kind": "model_inefficiency",
+        "severity": "high",
+        "section": "tool:web_search",
+        "model": "gpt-4o",
+        "endpoint": "chat.completions.create",
+        "observed": 0.42,
+        "baseline": 0.0,
+        "ratio": 16.7,
+        "est_savings_usd": 3.25,
+        "message": "tool:web_search spends $0.42 a day on gpt-4o for short answers; gpt-4o-mini would do.",
+    }
+    fields.update(overrides)
+    return Insight.objects.create(
+        project=project,
+        computation=computation,
+        window_start=computation.window_start,
+        window_end=computation.window_end,
+        generated_at=now,
+        **fields,
+    )

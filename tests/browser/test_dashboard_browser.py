@@ -1,0 +1,124 @@
+"""The dashboard in a real browser: log in, read the chart, watch a run arrive,
+open it, fold its tree, follow an insight.  Screenshots of each page go to
+artifacts/screenshots/ (and the overview to docs/screenshots/dashboard.png)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import urllib.request
+
+import pytest
+
+from tests.browser.conftest import README_SCREENSHOT, login
+from tests.dashboard.conftest import day_start, make_insight, run_events
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def post_events(base_url: str, key: str, events: list[dict]) -> dict:
+    request = urllib.request.Request(
+        base_url + "/events",
+        data=json.dumps({"events": events}).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+        return json.loads(response.read())
+
+
+def test_login_then_overview_chart(page, screenshot, seeded, owner, project):
+    make_insight(project)
+    login(page, "olivia", "pw-olivia-123", next_path="/dashboard/runs/")
+    assert page.url.endswith("/dashboard/runs/")
+    page.goto("/")
+    chart = page.locator("svg#cost-chart")
+    chart.wait_for()
+    assert chart.locator("rect.bar").count() >= 30
+    assert "today" in page.locator(".stats").inner_text().lower()
+    # The chart splits by model without a page load.
+    page.evaluate("window.__stayed = true")
+    page.click("#chart a[role=tab]:has-text('by model')")
+    page.wait_for_selector("#chart a[aria-selected=true]:has-text('by model')")
+    assert "gpt-4o-mini" in page.locator("#chart .legend").inner_text()
+    assert page.evaluate("window.__stayed === true")
+    page.click("#chart a[role=tab]:has-text('by section')")
+    page.wait_for_selector("#chart a[aria-selected=true]:has-text('by section')")
+    path = screenshot("overview")
+    README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, README_SCREENSHOT)
+
+
+def test_live_run_list_tree_and_pricing(page, screenshot, seeded, owner, api_key, live_server, settings):
+    settings.DASHBOARD_POLL_SECONDS = 1
+    login(page, "olivia", "pw-olivia-123")
+    page.goto("/dashboard/runs/")
+    page.wait_for_selector("tr[data-run-id='run-42']")
+    page.evaluate("window.__stayed = true")
+    assert page.locator("tr[data-run-id='run-live']").count() == 0
+
+    # A run ingested while the page is open appears without a reload.
+    events = run_events(
+        "run-live",
+        when=day_start(0) + dt.timedelta(minutes=30),
+        calls=[
+            {"model": "gpt-4o-mini", "input_tokens": 900, "output_tokens": 80},
+            {"model": "gpt-4o", "input_tokens": 0, "output_tokens": 0, "status": "error", "error_type": "APITimeout"},
+        ],
+    )
+    assert post_events(live_server.url, api_key, events)["accepted"] == len(events)
+    row = page.locator("tr[data-run-id='run-live']")
+    row.wait_for(timeout=10_000)
+    assert page.evaluate("window.__stayed === true"), "the page reloaded"
+    assert page.locator("tbody tr").first.get_attribute("data-run-id") == "run-live"
+    assert "error" in row.inner_text()
+    screenshot("runs")
+
+    # Open it: the tree, with the failed call marked.
+    row.locator("a").first.click()
+    page.wait_for_url("**/dashboard/runs/run-live/")
+    tree = page.locator("#run-tree")
+    tree.wait_for()
+    root = tree.locator("li.section[data-name='agent:researcher']")
+    tool = root.locator("li.section[data-name='tool:web_search'] > details > summary")
+    assert tool.is_visible()
+    assert tree.locator("li.call.error").count() == 1
+    assert "APITimeout" in tree.locator("li.call.error").inner_text()
+    assert "gpt-4o-mini" in tree.inner_text()
+    screenshot("run_detail")
+
+    # Collapse and expand the root section, without a page load.
+    page.evaluate("window.__stayed = true")
+    root.locator("summary").first.click()
+    page.wait_for_function("!document.querySelector('#run-tree > li.section > details').open")
+    assert not tool.is_visible()
+    screenshot("run_detail_collapsed")
+    root.locator("summary").first.click()
+    page.wait_for_function("document.querySelector('#run-tree > li.section > details').open")
+    assert tool.is_visible()
+    assert page.evaluate("window.__stayed === true")
+
+    page.goto("/dashboard/pricing/")
+    assert page.locator("table.prices tbody tr").count() > 0
+    assert "mystery-model-1" in page.locator("#unpriced").inner_text()
+    screenshot("pricing")
+
+
+def test_follow_an_insight(page, screenshot, seeded, owner, project):
+    insight = make_insight(project)
+    login(page, "olivia", "pw-olivia-123")
+    link = page.locator("#latest-insights a").filter(has_text="gpt-4o-mini would do")
+    assert "$3.25" in page.locator("#latest-insights").inner_text()
+    link.click()
+    page.wait_for_url(f"**/dashboard/insights/#insight-{insight.pk}")
+    card = page.locator(f"#insight-{insight.pk}")
+    assert card.is_visible()
+    assert "model_inefficiency" in card.inner_text()
+    screenshot("insights")
+    card.locator("a.follow").click()
+    page.wait_for_url("**/dashboard/runs/?section=tool%3Aweb_search")
+    assert page.locator("tr[data-run-id='run-42']").count() == 1
+    assert page.locator("tr[data-run-id='run-old-2-1']").count() == 0  # step:analyze_results only
+    assert page.locator("input[name=section]").input_value() == "tool:web_search"
