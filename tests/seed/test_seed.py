@@ -1,0 +1,191 @@
+"""`make seed` on a small scale against a live server: what it promises arrives.
+
+Two days (today and one day of baseline) of 12 runs each is the smallest
+history that clears every detector's minimums (insights/detectors.py): 5 runs
+on each side for section_spike, 20 LLM calls on each side for token_bloat, 20
+calls for model_inefficiency, 10 runs for retry_loop.  The seed runs
+in-process (the real SDK, openai and pinecone clients, fake upstreams), posts
+over HTTP to the live server, and computes insights in this test's database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from events.models import Event, Run
+from pricing.services import price_table_current
+from projects.models import ApiKey, Project
+
+ROOT = Path(__file__).resolve().parents[2]
+DAYS, RUNS_PER_DAY = 2, 12
+
+
+def load_seed() -> Any:
+    # scripts/ is not a package: load the file; dataclasses need it in sys.modules.
+    if "llmobserve_seed" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("llmobserve_seed", ROOT / "scripts" / "seed.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["llmobserve_seed"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["llmobserve_seed"]
+
+
+def get(url: str, key: str) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def seeded(live_server, transactional_db, tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    for name in ("OPENAI_API_KEY", "PINECONE_API_KEY", "LLMOBSERVE_DISABLED", "LLMOBSERVE_API_KEY", "COLLECTOR_URL"):
+        monkeypatch.delenv(name, raising=False)
+    project = Project.objects.create(name="default")
+    _, key = ApiKey.generate(project=project)
+    seed = load_seed()
+    code = seed.main(
+        [
+            "--days",
+            str(DAYS),
+            "--runs-per-day",
+            str(RUNS_PER_DAY),
+            "--collector-url",
+            live_server.url,
+            "--api-key",
+            key,
+            "--dotenv",
+            str(tmp_path / ".env"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    return {"project": project, "key": key, "url": live_server.url, "out": out, "seed": seed}
+
+
+@pytest.mark.slow
+def test_seed_runs_costs_trees_and_insights(seeded):  # type: ignore[no-untyped-def]
+    project, key, url, out = seeded["project"], seeded["key"], seeded["url"], seeded["out"]
+
+    # Runs: every one arrived, today's and yesterday's.
+    runs = Run.objects.filter(project=project, service="support-bot")
+    assert runs.count() == DAYS * RUNS_PER_DAY
+    now = timezone.now()
+    today = runs.filter(started_at__gte=now - dt.timedelta(hours=24)).count()
+    assert today == RUNS_PER_DAY
+    assert runs.filter(started_at__lt=now - dt.timedelta(hours=24), started_at__gte=now - dt.timedelta(days=2)).count()
+
+    # The backdating hook's private attribute never reaches the store.
+    events = Event.objects.filter(project=project)
+    assert not events.filter(attributes__has_key="_seed_shift_s").exists()
+    assert events.filter(attributes__has_key="user_id").count() == events.count()
+
+    # Exact costs: every LLM call costs what the registry says for its tokens.
+    table = price_table_current()
+    llm = events.filter(span_type="llm")
+    assert llm.count() > 100
+    for event in llm.filter(model__startswith="gpt-4o-2024")[:20]:
+        _, rates = table.lookup("openai", event.model, event.started_at)
+        expected = (event.input_tokens * rates[0] + event.output_tokens * rates[2]) / 1e6
+        assert event.cost_usd == pytest.approx(expected, rel=1e-9) and event.cost_usd > 0
+        assert event.priced
+    assert all(r.cost_usd > 0 for r in runs)
+
+    # Streaming, async, vector queries, errors and retries all went through the SDK.
+    assert llm.filter(section="step:answer", attributes__stream=True).count() == DAYS * RUNS_PER_DAY * 2
+    assert events.filter(span_type="vector_db", provider="pinecone", read_units__gt=0).exists()
+    assert events.filter(span_type="llm", model="text-embedding-3-small").count() == DAYS * RUNS_PER_DAY
+    assert events.filter(section="tool:web_search", status="error", error_type="RateLimitError").exists()
+
+    # Nested trees through the read API.
+    latest = get(f"{url}/runs/latest?limit=1", key)["runs"][0]
+    assert latest["root_sections"] == ["agent:support"]
+    tree = get(f"{url}/runs/{latest['run_id']}", key)["tree"]
+    assert [n["name"] for n in tree] == ["agent:support"]
+    support = {n["name"]: n for n in tree[0]["children"]}
+    assert {"step:classify", "agent:researcher", "agent:writer"} <= set(support)
+    research = [n["name"] for n in support["agent:researcher"]["children"]]
+    assert research.count("tool:web_search") == 2 and "tool:vector_search" in research
+    assert [n["name"] for n in support["agent:writer"]["children"] if n["span_type"] == "section"] == ["step:answer"]
+    assert tree[0]["cost_usd"] == pytest.approx(latest["cost_usd"])
+
+    # Every insight kind fires, and the summary says so.
+    kinds = {i["kind"]: i for i in get(f"{url}/insights/daily", key)["insights"]}
+    assert set(kinds) == {"section_spike", "model_inefficiency", "token_bloat", "retry_loop"}
+    assert kinds["section_spike"]["section"] == "agent:writer"
+    assert kinds["model_inefficiency"]["section"] == "step:classify"
+    assert kinds["token_bloat"]["section"] == "step:answer"
+    assert kinds["retry_loop"]["section"] == "tool:web_search"
+    assert "1 section_spike, 1 model_inefficiency, 1 token_bloat, 1 retry_loop" in out
+    assert f"Produced:   {DAYS * RUNS_PER_DAY} runs" in out
+    assert f"Dashboard:  {url}/" in out
+
+
+def test_seed_creates_a_key_when_none_is_configured(live_server, transactional_db, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    for name in ("OPENAI_API_KEY", "PINECONE_API_KEY", "LLMOBSERVE_API_KEY", "COLLECTOR_URL"):
+        monkeypatch.delenv(name, raising=False)
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("# mine\nDEBUG=1\n")
+    seed = load_seed()
+    code = seed.main(
+        [
+            "--days",
+            "1",
+            "--runs-per-day",
+            "1",
+            "--collector-url",
+            live_server.url,
+            "--dotenv",
+            str(dotenv),
+            "--skip-insights",
+        ]
+    )
+    assert code == 0
+    values = seed.read_dotenv(dotenv)
+    assert values["DEBUG"] == "1" and values["LLMOBSERVE_API_KEY"].startswith("lo_")
+    assert ApiKey.objects.get(project__name="default").prefix == values["LLMOBSERVE_API_KEY"][:10]
+    assert Run.objects.filter(project__name="default").count() == 1
+
+
+def test_seed_says_what_to_do_without_a_collector(tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("PINECONE_API_KEY", raising=False)
+    seed = load_seed()
+    code = seed.main(["--collector-url", "http://127.0.0.1:9", "--api-key", "lo_x", "--dotenv", str(tmp_path / ".e")])
+    assert code == 1
+    assert "make run" in capsys.readouterr().err
+
+
+def test_seed_refuses_real_services_without_yes(monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-real")
+    assert load_seed().main(["--api-key", "lo_x"]) == 2
+    assert "--yes" in capsys.readouterr().out
+
+
+def test_backdating_hook_moves_started_at_and_drops_the_attribute() -> None:
+    seed = load_seed()
+    sent: list[list[dict[str, Any]]] = []
+
+    class Exporter:
+        def _send(self, events: list[dict[str, Any]]) -> bool:
+            sent.append(events)
+            return True
+
+    exporter = Exporter()
+    seed.install_backdating(exporter)
+    events = [
+        {"started_at": "2026-11-26T09:00:00.120Z", "attributes": {seed.SHIFT_ATTR: 86400 + 1.5, "user_id": "u"}},
+        {"started_at": "2026-11-26T09:00:00.120Z", "attributes": {}},
+    ]
+    assert exporter._send(events)
+    assert sent[0][0] == {"started_at": "2026-11-25T08:59:58.620Z", "attributes": {"user_id": "u"}}
+    assert sent[0][1]["started_at"] == "2026-11-26T09:00:00.120Z"
