@@ -10,13 +10,15 @@ grouped rows (one per section, model or endpoint), never over events.
 Where the figures come from:
 - `section_spike`: `RunSection` (the cost directly inside a section, per
   run, kept at ingest), grouped by section over baseline + window.
-- `token_bloat`: events of type `llm`, grouped by section and model over
-  baseline + window (the (project, started_at, section) index bounds it).
+- `token_bloat`: the window's model calls grouped by section and model; the
+  baseline from `DailyRollup` for its whole UTC days and from the events for
+  its two partial days.
 - `model_inefficiency`: the window's calls grouped by section and model,
   with the median output tokens from ROW_NUMBER() over the group.
 - `retry_loop`: calls per (run, section, endpoint), then the p95 over runs
-  (nearest rank) with ROW_NUMBER(); the cost of calls past the third per
-  (run, section, endpoint) with a second ROW_NUMBER().
+  (nearest rank) with ROW_NUMBER(), in the window, then over the baseline for
+  the firing sections only; the cost of calls past the third per (run,
+  section, endpoint) with a second ROW_NUMBER().
 
 Thresholds are the SPEC's; the minimums below keep small numbers quiet.
 """
@@ -31,7 +33,7 @@ from typing import Any
 from django.db import connection
 from django.db.models import Count, Q, Sum
 
-from events.models import Event, RunSection
+from events.models import DailyRollup, Event, RunSection
 from pricing.models import Price, price_cost
 from pricing.services import PriceTable, Rates, price_table_current
 
@@ -199,39 +201,66 @@ def section_spike(w: Window) -> list[Finding]:
 # --- token_bloat -------------------------------------------------------------------
 
 
+def _day_floor(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _day_ceil(moment: dt.datetime) -> dt.datetime:
+    floor = _day_floor(moment)
+    return floor if floor == moment else floor + dt.timedelta(days=1)
+
+
 def token_bloat(w: Window, table: PriceTable | None = None) -> list[Finding]:
-    """A section's mean input tokens per LLM call in the window > 1.5× its baseline.
+    """A section's mean input tokens per model call in the window > 1.5× its baseline.
+
+    Calls are the instrumented calls that name a model (LLM and embedding
+    calls; vector-DB calls carry no model and no input tokens).  The baseline
+    reads the whole UTC days inside it from `DailyRollup` (kept at ingest) and
+    only its two partial days from the events, so the job scans about two
+    days of events, not eight.
 
     The estimated saving is the window's input-token cost (registry prices of
     each model, cached tokens at the cached rate) times the share of the input
     above the baseline mean, 1 − 1/ratio.
     """
     table = table or price_table_current()
-    in_window = Q(started_at__gte=w.start)
-    in_baseline = Q(started_at__lt=w.start)
-    rows = (
-        Event.objects.filter(
-            project_id=w.project_id, started_at__gte=w.baseline_start, started_at__lt=w.end, span_type="llm"
-        )
+    calls = Event.objects.filter(project_id=w.project_id, model__isnull=False).exclude(span_type="section")
+    calls = calls.exclude(model="")
+    window_rows = (
+        calls.filter(started_at__gte=w.start, started_at__lt=w.end)
         .values("section", "provider", "model")
-        .annotate(
-            w_calls=Count("id", filter=in_window),
-            w_input=Sum("input_tokens", filter=in_window),
-            w_cached=Sum("cached_input_tokens", filter=in_window),
-            b_calls=Count("id", filter=in_baseline),
-            b_input=Sum("input_tokens", filter=in_baseline),
-        )
+        .annotate(w_calls=Count("id"), w_input=Sum("input_tokens"), w_cached=Sum("cached_input_tokens"))
         .order_by()
     )
+    first_full, full_end = _day_ceil(w.baseline_start), _day_floor(w.start)
+    edge_rows = (
+        calls.filter(
+            Q(started_at__gte=w.baseline_start, started_at__lt=first_full)
+            | Q(started_at__gte=full_end, started_at__lt=w.start)
+        )
+        .values("section")
+        .annotate(b_calls=Count("id"), b_input=Sum("input_tokens"))
+        .order_by()
+    )
+    day_rows = (
+        DailyRollup.objects.filter(project_id=w.project_id, day__gte=first_full.date(), day__lt=full_end.date())
+        .exclude(model="")
+        .values("section")
+        .annotate(b_calls=Sum("calls"), b_input=Sum("input_tokens"))
+        .order_by()
+    )
+    rows: list[dict[str, Any]] = [*window_rows]
+    rows += [{**r, "w_calls": 0} for r in edge_rows]
+    rows += [{**r, "w_calls": 0} for r in day_rows]
     sections: dict[str, dict[str, Any]] = {}
     for row in rows:
         s = sections.setdefault(
             row["section"] or "", {"w_calls": 0, "w_input": 0, "b_calls": 0, "b_input": 0, "cost": 0.0}
         )
         s["w_calls"] += row["w_calls"]
-        s["w_input"] += int(row["w_input"] or 0)
-        s["b_calls"] += row["b_calls"]
-        s["b_input"] += int(row["b_input"] or 0)
+        s["w_input"] += int(row.get("w_input") or 0)
+        s["b_calls"] += int(row.get("b_calls") or 0)
+        s["b_input"] += int(row.get("b_input") or 0)
         if row["w_calls"]:
             found_price = table.lookup(row["provider"], row["model"], w.end)
             if found_price is not None:
@@ -259,7 +288,7 @@ def token_bloat(w: Window, table: PriceTable | None = None) -> list[Finding]:
                 est_savings_usd=savings,
                 severity=_severity(ratio=ratio, high=3.0, medium=2.0),
                 message=(
-                    f"{_who(section)} sent {observed:,.0f} input tokens per LLM call over the last 24 h "
+                    f"{_who(section)} sent {observed:,.0f} input tokens per call over the last 24 h "
                     f"({s['w_calls']} calls), {ratio:.1f}× its 7-day mean of {baseline:,.0f}; trim the prompt, "
                     f"history or retrieved context back to the baseline to save about {_money(savings)} a day."
                 ),
@@ -405,27 +434,25 @@ def model_inefficiency(w: Window, table: PriceTable | None = None) -> list[Findi
 # --- retry_loop ----------------------------------------------------------------------
 
 
-def _retry_p95_sql() -> str:
-    # Calls per (period, section, endpoint, run), then per (period, section,
+def _retry_p95_sql(where: str = "") -> str:
+    # Calls per (section, endpoint, run) in a period, then per (section,
     # endpoint) the nearest-rank p95 over runs: the value at rank ceil(0.95 n).
     t = Event._meta.db_table
     return f"""
-        WITH picked AS (
-            SELECT CASE WHEN started_at >= %s THEN 1 ELSE 0 END AS cur, COALESCE(section, '') AS sec,
-                   endpoint AS ep, run_id
+        WITH per_run AS (
+            SELECT COALESCE(section, '') AS sec, endpoint AS ep, run_id, COUNT(*) AS calls
             FROM {t}
             WHERE project_id = %s AND started_at >= %s AND started_at < %s
-              AND span_type <> 'section' AND endpoint IS NOT NULL
-        ), per_run AS (
-            SELECT cur, sec, ep, run_id, COUNT(*) AS calls FROM picked GROUP BY cur, sec, ep, run_id
+              AND span_type <> 'section' AND endpoint IS NOT NULL {where}
+            GROUP BY COALESCE(section, ''), endpoint, run_id
         ), ranked AS (
-            SELECT cur, sec, ep, calls,
-                   ROW_NUMBER() OVER (PARTITION BY cur, sec, ep ORDER BY calls) AS rn,
-                   COUNT(*) OVER (PARTITION BY cur, sec, ep) AS n
+            SELECT sec, ep, calls,
+                   ROW_NUMBER() OVER (PARTITION BY sec, ep ORDER BY calls) AS rn,
+                   COUNT(*) OVER (PARTITION BY sec, ep) AS n
             FROM per_run
         )
-        SELECT cur, sec, ep, MAX(n), MAX(CASE WHEN rn = (95 * n + 99) / 100 THEN calls END), SUM(calls), MAX(calls)
-        FROM ranked GROUP BY cur, sec, ep
+        SELECT sec, ep, MAX(n), MAX(CASE WHEN rn = (95 * n + 99) / 100 THEN calls END), SUM(calls), MAX(calls)
+        FROM ranked GROUP BY sec, ep
     """
 
 
@@ -450,21 +477,33 @@ def retry_loop(w: Window) -> list[Finding]:
     """The p95, over the window's runs, of calls to the same endpoint within a
     section of one run is > 3.
 
-    Baseline: the same p95 over the 7 days before.  Saving: the cost of the
-    calls beyond the third per (run, section, endpoint) in the window.
+    Baseline: the same p95 over the 7 days before (computed for the firing
+    sections only).  Saving: the cost of the calls beyond the third per (run,
+    section, endpoint) in the window.
     """
     start = _db(w.start)
-    rows = _fetch(_retry_p95_sql(), [start, w.project_id, _db(w.baseline_start), _db(w.end)])
-    window: dict[tuple[str, str], tuple[int, int, int, int]] = {}
-    baseline: dict[tuple[str, str], int] = {}
-    for cur, sec, ep, runs, p95, calls, max_calls in rows:
-        if cur:
-            window[(sec, ep)] = (int(runs), int(p95), int(calls), int(max_calls))
-        else:
-            baseline[(sec, ep)] = int(p95)
+    window = {
+        (sec, ep): (int(runs), int(p95), int(calls), int(max_calls))
+        for sec, ep, runs, p95, calls, max_calls in _fetch(_retry_p95_sql(), [w.project_id, start, _db(w.end)])
+    }
     firing = {k: v for k, v in window.items() if v[0] >= RETRY_MIN_RUNS and v[1] > RETRY_MAX_CALLS}
     if not firing:
         return []
+    # The baseline p95, for the firing sections only (the section is in the
+    # (project, started_at, section) index, so other sections' rows are skipped).
+    sections = sorted({sec for sec, _ in firing})
+    named = [sec for sec in sections if sec]
+    terms = []
+    if named:
+        terms.append(f"section IN ({', '.join(['%s'] * len(named))})")
+    if len(named) < len(sections):
+        terms.append("section IS NULL")
+    baseline = {
+        (sec, ep): int(p95)
+        for sec, ep, _runs, p95, *_ in _fetch(
+            _retry_p95_sql(f"AND ({' OR '.join(terms)})"), [w.project_id, _db(w.baseline_start), start, *named]
+        )
+    }
     excess = {
         (sec, ep): (int(n), float(cost or 0.0))
         for sec, ep, n, cost in _fetch(_retry_excess_sql(), [w.project_id, start, _db(w.end), RETRY_MAX_CALLS])

@@ -198,7 +198,7 @@ def test_token_bloat_fires_with_exact_figures(history: History, window: Window):
     assert f.est_savings_usd == pytest.approx(0.0045, rel=1e-9)
     assert f.severity == "medium"
     assert f.message == (
-        "Section `rag` sent 2,000 input tokens per LLM call over the last 24 h (30 calls), 2.0× its 7-day mean "
+        "Section `rag` sent 2,000 input tokens per call over the last 24 h (30 calls), 2.0× its 7-day mean "
         "of 1,000; trim the prompt, history or retrieved context back to the baseline to save about $0.0045 a day."
     )
 
@@ -224,8 +224,27 @@ def test_token_bloat_below_minimums_does_not_fire(history: History, window: Wind
     assert token_bloat(window) == []
 
 
-def test_token_bloat_counts_llm_calls_only(history: History, window: Window):
-    # Vector DB calls (no input tokens) in the window do not dilute or inflate the mean.
+def test_token_bloat_baseline_is_exactly_the_seven_days_before(history: History, window: Window):
+    """Whole days come from DailyRollup, the two partial days from events: the sum is exact."""
+    # AT is 12:00, so the baseline is [12:00 eight days before, 12:00 the day before).
+    inside = [
+        AT - dt.timedelta(days=8) + dt.timedelta(minutes=30),  # the first, partial day
+        AT - dt.timedelta(days=5),  # a whole day
+        AT - dt.timedelta(days=1, minutes=30),  # the last, partial day
+    ]
+    for moment, tokens in zip(inside, (1_000, 2_000, 3_000), strict=True):
+        history.runs("rag", 10, moment, [{"input_tokens": tokens}])
+    history.runs("rag", 10, AT - dt.timedelta(days=8, minutes=45), [{"input_tokens": 100_000}])  # before it
+    history.runs("rag", 30, WINDOW_AT, [{"input_tokens": 4_100}])
+    history.ingest()
+    [f] = token_bloat(window)
+    assert f.baseline == 2000.0
+    assert f.details["baseline_calls"] == 30
+    assert f.ratio == 2.05
+
+
+def test_token_bloat_counts_model_calls_only(history: History, window: Window):
+    # Vector DB calls (no model, no input tokens) in the window do not dilute the mean.
     history.runs("rag", 30, BASELINE_AT, [{"input_tokens": 1_000}])
     vector = {"span_type": "vector_db", "provider": "pinecone", "model": None, "endpoint": "query", "input_tokens": 0}
     history.runs("rag", 30, WINDOW_AT, [{"input_tokens": 1_000}, vector, vector])

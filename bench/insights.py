@@ -1,0 +1,278 @@
+#!/usr/bin/env python
+"""Benchmark of the insight job (issue 4): its wall time over N stored events.
+
+    .venv/bin/python bench/insights.py [--db sqlite|postgres|both]
+                                       [--events 1000000,5000000] [--repeats 5] [--fresh]
+
+History: 30 days before a fixed moment AT, 200 sections, 10 registry models,
+runs of one section span and 1-3 calls to one endpoint (3 endpoints), with anomalies in the
+last 24 h so that every detector fires (5 sections spike, 5 bloat, 5 loop;
+short-output calls on expensive models are model_inefficiency findings).
+It is loaded through the real ingest service (`event_batch_ingest`, batches
+of 1000 events), so the aggregates the job reads (RunSection) are built
+exactly as in production.  The database grows step by step: to reach the
+next --events figure only the missing events are added (spread over the
+same 30 days, so the density grows), and a database that already holds
+enough is reused (--fresh starts over).
+
+At each step the job (`insights_compute` for the project, the four
+detectors plus the write of its insights) is run --repeats times; the table
+shows the first run, the median, and the median time of each detector.
+
+Databases: SQLite var/bench/insights.sqlite3 (WAL, the settings' PRAGMAs);
+PostgreSQL 127.0.0.1:5432 database llmobserve_bench_insights (created when
+missing; ANALYZE after loading, as autovacuum would).  Each database is
+driven by a child process of this script (Django is configured once per
+process from DATABASE_URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BENCH_DIR = ROOT / "var" / "bench"
+SQLITE_PATH = BENCH_DIR / "insights.sqlite3"
+PG_DB = "llmobserve_bench_insights"
+PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+PROJECT = "bench"
+AT = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+DAYS = 30
+SECTIONS = 200
+MODELS = [
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-4.1-nano",
+    "gpt-5",
+    "gpt-5-mini",
+    "o3",
+    "o4-mini",
+    "text-embedding-3-small",
+]
+ENDPOINTS = ["chat.completions.create", "responses.create", "embeddings.create"]
+
+
+def database_url(db: str) -> str:
+    if db == "sqlite":
+        return f"sqlite:///{SQLITE_PATH}"
+    return f"postgres://postgres@127.0.0.1:5432/{PG_DB}"
+
+
+# --- child: one database ----------------------------------------------------------
+
+
+def _setup(db: str, fresh: bool) -> None:
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    if db == "sqlite" and fresh:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{SQLITE_PATH}{suffix}").unlink(missing_ok=True)
+    if db == "postgres":
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [PG_DB]).fetchone()
+            if exists and fresh:
+                conn.execute(f"DROP DATABASE {PG_DB} WITH (FORCE)")
+                exists = None
+            if not exists:
+                conn.execute(f"CREATE DATABASE {PG_DB}")
+    os.environ["DATABASE_URL"] = database_url(db)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "llmobserve_site.settings"
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def _generate(project_id: int, count: int, seed: int) -> float:
+    """Add about `count` events (whole runs) through the ingest service; returns events/s."""
+    from events.schema import EventIn
+    from events.services import event_batch_ingest
+
+    rng = random.Random(seed)
+    span = DAYS * 86400
+    window_start = AT - dt.timedelta(days=1)
+    batch: list[EventIn] = []
+    added = 0
+    run_no = 0
+    started = time.perf_counter()
+    while added < count:
+        run_no += 1
+        when = AT - dt.timedelta(seconds=rng.random() * span)
+        section_no = rng.randrange(SECTIONS)
+        section = f"section-{section_no:03d}"
+        model = MODELS[section_no % len(MODELS)] if rng.random() < 0.8 else rng.choice(MODELS)
+        endpoint = "embeddings.create" if model.startswith("text-embedding") else ENDPOINTS[section_no % 2]
+        calls = rng.randint(1, 3)
+        extra: list[str] = []  # calls to other endpoints in the same run
+        input_tokens = 500 + (section_no * 37) % 4000
+        recent = when >= window_start
+        if recent and section_no < 5:  # section_spike: 2 more calls on each other endpoint
+            extra = [e for e in ENDPOINTS[:2] if e != endpoint] * 2 + ["embeddings.create"] * 2
+        if recent and 5 <= section_no < 10:  # token_bloat: 2.5× the prompt
+            input_tokens = int(input_tokens * 2.5)
+        if recent and 10 <= section_no < 15 and rng.random() < 0.5:  # retry_loop
+            calls = 8
+        run_id = f"s{seed}-r{run_no}"
+        span_id = f"{run_id}-s"
+        batch.append(
+            EventIn(
+                event_id=span_id,
+                run_id=run_id,
+                span_id=span_id,
+                started_at=when,
+                span_type="section",
+                name=section,
+                section=section,
+                section_path=section,
+                latency_ms=1000.0,
+            )
+        )
+        for i, call_endpoint in enumerate([endpoint] * calls + extra):
+            batch.append(
+                EventIn(
+                    event_id=f"{run_id}-{i}",
+                    run_id=run_id,
+                    span_id=f"{run_id}-{i}",
+                    parent_span_id=span_id,
+                    started_at=when + dt.timedelta(milliseconds=100 * (i + 1)),
+                    span_type="llm",
+                    name=call_endpoint,
+                    section=section,
+                    section_path=section,
+                    provider="openai",
+                    model=model,
+                    endpoint=call_endpoint,
+                    input_tokens=input_tokens + rng.randrange(200),
+                    cached_input_tokens=0 if i == 0 else input_tokens // 2,
+                    output_tokens=0 if call_endpoint == "embeddings.create" else rng.randrange(20, 60 + section_no * 3),
+                    latency_ms=400.0,
+                    status="error" if rng.random() < 0.002 else "ok",
+                )
+            )
+        added += 1 + calls + len(extra)
+        if len(batch) >= 1000:
+            event_batch_ingest(project_id=project_id, events=batch[:1000])
+            batch = batch[1000:]
+    while batch:
+        event_batch_ingest(project_id=project_id, events=batch[:1000])
+        batch = batch[1000:]
+    return added / (time.perf_counter() - started)
+
+
+def _time_job(project_id: int, repeats: int) -> dict[str, object]:
+    from insights import detectors
+    from insights.services import insights_compute
+
+    totals = []
+    kinds: dict[str, int] = {}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        insights = insights_compute(project_id=project_id, at=AT)
+        totals.append(time.perf_counter() - t0)
+    for i in insights:
+        kinds[i.kind] = kinds.get(i.kind, 0) + 1
+    window = detectors.Window.ending(project_id, AT)
+    table = detectors.price_table_current()
+    parts: dict[str, float] = {}
+    for name, fn in (
+        ("section_spike", lambda: detectors.section_spike(window)),
+        ("model_inefficiency", lambda: detectors.model_inefficiency(window, table)),
+        ("token_bloat", lambda: detectors.token_bloat(window, table)),
+        ("retry_loop", lambda: detectors.retry_loop(window)),
+    ):
+        samples = []
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+        parts[name] = statistics.median(samples)
+    return {"first": totals[0], "median": statistics.median(totals), "parts": parts, "kinds": kinds}
+
+
+def child(db: str, targets: list[int], repeats: int, fresh: bool) -> None:
+    _setup(db, fresh)
+    from django.db import connection
+
+    from events.models import Event
+    from projects.models import Project
+
+    project, _ = Project.objects.get_or_create(name=PROJECT)
+    for step, target in enumerate(targets):
+        have = Event.objects.filter(project=project).count()
+        rate = None
+        if have < target:
+            rate = _generate(project.id, target - have, seed=1000 + step * 7 + have % 997)
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("ANALYZE")
+            have = Event.objects.filter(project=project).count()
+        result = {"db": db, "target": target, "events": have, "ingest_rate": rate, **_time_job(project.id, repeats)}
+        print("RESULT " + json.dumps(result), flush=True)
+
+
+# --- parent: the table --------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--events", default="1000000,5000000", help="comma-separated totals, in increasing order")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--fresh", action="store_true", help="drop the benchmark databases first")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    targets = sorted(int(x.replace("_", "")) for x in args.events.split(","))
+    dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    if args.child:
+        child(dbs[0], targets, args.repeats, args.fresh)
+        return 0
+    rows = []
+    for db in dbs:
+        cmd = [sys.executable, __file__, "--child", "--db", db, "--events", args.events, "--repeats", str(args.repeats)]
+        if args.fresh:
+            cmd.append("--fresh")
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("RESULT "):
+                row = json.loads(line[7:])
+                rows.append(row)
+                print(f"  {db}: {row['events']:,} events, job median {row['median']:.2f} s", file=sys.stderr)
+        if proc.wait() != 0:
+            print(f"{db}: child failed with status {proc.returncode}", file=sys.stderr)
+    print()
+    head = (
+        f"{'database':<10} {'events':>10} {'ingest ev/s':>11} {'job 1st s':>9} {'job med s':>9} "
+        f"{'spike':>6} {'ineff':>6} {'bloat':>6} {'retry':>6}  insights"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        p = r["parts"]
+        rate = f"{r['ingest_rate']:,.0f}" if r["ingest_rate"] else "(reused)"
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(r["kinds"].items()))
+        print(
+            f"{r['db']:<10} {r['events']:>10,} {rate:>11} {r['first']:>9.2f} {r['median']:>9.2f} "
+            f"{p['section_spike']:>6.2f} {p['model_inefficiency']:>6.2f} {p['token_bloat']:>6.2f} "
+            f"{p['retry_loop']:>6.2f}  {kinds}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
