@@ -46,6 +46,15 @@ def main() -> int:
                 proc.terminate()  # Celery: warm shutdown (finishes the task in hand)
 
     signal.signal(signal.SIGTERM, stop_all)
+    # First run with the embedded default: a login, a project and an API key,
+    # printed once and saved to .env (a no-op afterwards and in production).
+    local_host = "127.0.0.1" if args.host in {"0.0.0.0", "::", ""} else args.host
+    subprocess.run(
+        [sys.executable, "manage.py", "bootstrap", "--collector-url", f"http://{local_host}:{args.port}"],
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
     procs["web"] = subprocess.Popen(
         [sys.executable, "manage.py", "runserver", f"{args.host}:{args.port}", "--noreload"], cwd=ROOT, env=env
     )
