@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET
 
 from dashboard import selectors
 from dashboard.charts import stacked_daily
-from dashboard.formatting import change
+from dashboard.formatting import change, usd
 from events.selectors import BadCursor, RunFilters, run_list, run_root_sections, run_tree
 from pricing.selectors import price_list_current
 from projects.models import Project
@@ -118,10 +118,14 @@ def overview(request: HttpRequest) -> HttpResponse:
     spend = selectors.spend_summary_get(project_id=project.id, today=today)
     series = selectors.spend_daily_by(project_id=project.id, dimension=by, start=start, end=today)
     available, insights, _computation = selectors.insight_list_for_project(project_id=project.id, limit=5)
+    chart = stacked_daily(series, start=start, end=today)
     context.update(
         has_runs=selectors.project_has_runs(project_id=project.id),
         spend=[{"item": s, "change": change(s.current, s.previous)} for s in spend],
-        chart=stacked_daily(series, start=start, end=today),
+        chart=chart,
+        chart_svg=chart.svg(
+            label=f"Daily cost for the last {CHART_DAYS} days, stacked by {by}; {usd(chart.total)} in all"
+        ),
         chart_by=by,
         chart_days=CHART_DAYS,
         window=window,
