@@ -64,20 +64,29 @@ MODELS = [
 ENDPOINTS = ["chat.completions.create", "responses.create", "embeddings.create"]
 
 
-def database_url(db: str) -> str:
+def sqlite_path(base: int) -> Path:
+    return SQLITE_PATH if not base else BENCH_DIR / f"insights-base{base}.sqlite3"
+
+
+def pg_name(base: int) -> str:
+    return PG_DB if base else f"{PG_DB}_honest"
+
+
+def database_url(db: str, base: int) -> str:
     if db == "sqlite":
-        return f"sqlite:///{SQLITE_PATH}"
-    return f"postgres://postgres@127.0.0.1:5432/{PG_DB}"
+        return f"sqlite:///{sqlite_path(base)}"
+    return f"postgres://postgres@127.0.0.1:5432/{pg_name(base)}"
 
 
 # --- child: one database ----------------------------------------------------------
 
 
-def _setup(db: str, fresh: bool) -> None:
+def _setup(db: str, fresh: bool, base: int) -> None:
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    PG_DB = pg_name(base)  # noqa: N806
     if db == "sqlite" and fresh:
         for suffix in ("", "-wal", "-shm"):
-            Path(f"{SQLITE_PATH}{suffix}").unlink(missing_ok=True)
+            Path(f"{sqlite_path(base)}{suffix}").unlink(missing_ok=True)
     if db == "postgres":
         import psycopg
 
@@ -88,7 +97,7 @@ def _setup(db: str, fresh: bool) -> None:
                 exists = None
             if not exists:
                 conn.execute(f"CREATE DATABASE {PG_DB}")
-    os.environ["DATABASE_URL"] = database_url(db)
+    os.environ["DATABASE_URL"] = database_url(db, base)
     os.environ["DJANGO_SETTINGS_MODULE"] = "llmobserve_site.settings"
     import django
 
@@ -204,24 +213,79 @@ def _time_job(project_id: int, repeats: int) -> dict[str, object]:
     return {"first": totals[0], "median": statistics.median(totals), "parts": parts, "kinds": kinds}
 
 
-def child(db: str, targets: list[int], repeats: int, fresh: bool) -> None:
-    _setup(db, fresh)
+COPY_MARK = "~"  # event_id/run_id suffix of replicated rows: "<base id>~<copy number>"
+
+
+def _replicate(project_id: int, have: int, want: int) -> float:
+    """Make `want` copies of the base history from `have`: each copy is the
+    base's events, runs and run sections again under new event and run ids
+    (same times, tokens and costs), and the daily rollups scaled to match:
+    exactly the rows and aggregates ingesting the copies would produce."""
+    from django.db import connection, transaction
+
+    from events.models import DailyRollup, Event, Run, RunSection
+
+    started = time.perf_counter()
+    renamed = {Event: ("event_id", "run_id"), Run: ("run_id",), RunSection: ("run_id",)}
+    with transaction.atomic(), connection.cursor() as cursor:
+        for k in range(have, want):
+            for model, columns in renamed.items():
+                cols = [f.column for f in model._meta.concrete_fields if f.column != "id"]
+                select = [f"{c} || %s" if c in columns else c for c in cols]
+                key = columns[0]
+                cursor.execute(
+                    f"INSERT INTO {model._meta.db_table} ({', '.join(cols)}) "
+                    f"SELECT {', '.join(select)} FROM {model._meta.db_table} "
+                    f"WHERE project_id = %s AND {key} NOT LIKE %s",
+                    [f"{COPY_MARK}{k}"] * len(columns) + [project_id, f"%{COPY_MARK}%"],
+                )
+        t = DailyRollup._meta.db_table
+        sums = ("calls", "errors", "unpriced_calls", "input_tokens", "output_tokens")
+        cursor.execute(
+            f"UPDATE {t} SET "
+            + ", ".join(f"{c} = {c} / %s * %s" for c in sums)
+            + ", cost_usd = cost_usd / %s * %s WHERE project_id = %s",
+            [have, want] * (len(sums) + 1) + [project_id],
+        )
+    return time.perf_counter() - started
+
+
+def child(db: str, targets: list[int], repeats: int, fresh: bool, base: int) -> None:
+    _setup(db, fresh, base)
     from django.db import connection
 
     from events.models import Event
     from projects.models import Project
 
     project, _ = Project.objects.get_or_create(name=PROJECT)
+    events = Event.objects.filter(project=project)
     for step, target in enumerate(targets):
-        have = Event.objects.filter(project=project).count()
         rate = None
-        if have < target:
-            rate = _generate(project.id, target - have, seed=1000 + step * 7 + have % 997)
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute("ANALYZE")
-            have = Event.objects.filter(project=project).count()
-        result = {"db": db, "target": target, "events": have, "ingest_rate": rate, **_time_job(project.id, repeats)}
+        replicate_s = None
+        if base:
+            have_base = events.exclude(event_id__contains=COPY_MARK).count()
+            if have_base < base:
+                rate = _generate(project.id, base - have_base, seed=1000 + have_base % 997)
+                have_base = events.exclude(event_id__contains=COPY_MARK).count()
+            copies = events.count() // have_base
+            want = max(1, round(target / have_base))
+            if want > copies:
+                replicate_s = _replicate(project.id, copies, want)
+        else:
+            have = events.count()
+            if have < target:
+                rate = _generate(project.id, target - have, seed=1000 + step * 7 + have % 997)
+        if (rate or replicate_s) and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE")
+        result = {
+            "db": db,
+            "target": target,
+            "events": events.count(),
+            "ingest_rate": rate,
+            "replicate_s": replicate_s,
+            **_time_job(project.id, repeats),
+        }
         print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -234,16 +298,24 @@ def main() -> int:
     parser.add_argument("--events", default="1000000,5000000", help="comma-separated totals, in increasing order")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--fresh", action="store_true", help="drop the benchmark databases first")
+    parser.add_argument(
+        "--base",
+        type=int,
+        default=0,
+        help="ingest this many events through the service, reach the --events totals by replicating them "
+        "(0: ingest every event)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     targets = sorted(int(x.replace("_", "")) for x in args.events.split(","))
     dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     if args.child:
-        child(dbs[0], targets, args.repeats, args.fresh)
+        child(dbs[0], targets, args.repeats, args.fresh, args.base)
         return 0
     rows = []
     for db in dbs:
         cmd = [sys.executable, __file__, "--child", "--db", db, "--events", args.events, "--repeats", str(args.repeats)]
+        cmd += ["--base", str(args.base)]
         if args.fresh:
             cmd.append("--fresh")
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -265,6 +337,8 @@ def main() -> int:
     for r in rows:
         p = r["parts"]
         rate = f"{r['ingest_rate']:,.0f}" if r["ingest_rate"] else "(reused)"
+        if r.get("replicate_s"):
+            rate = f"x{r['events'] // max(1, args.base)} copies"
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(r["kinds"].items()))
         print(
             f"{r['db']:<10} {r['events']:>10,} {rate:>11} {r['first']:>9.2f} {r['median']:>9.2f} "

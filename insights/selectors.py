@@ -42,7 +42,7 @@ def insight_as_dict(insight: Insight) -> dict[str, Any]:
         "id": insight.id,
         "kind": insight.kind,
         "severity": insight.severity,
-        "section": insight.section,
+        "section": insight.section or None,  # None: calls outside any section
         "model": insight.model or None,
         "endpoint": insight.endpoint or None,
         "observed": insight.observed,

@@ -122,6 +122,27 @@ def test_model_inefficiency_fires_for_simple_calls(history: History, window: Win
     )
 
 
+def test_model_inefficiency_for_calls_outside_any_section(history: History, window: Window):
+    for i, call in enumerate(simple_calls(40)):
+        history.events.append(
+            {
+                "event_id": f"lone-{i}",
+                "run_id": f"lone-{i}",
+                "span_id": f"lone-{i}",
+                "span_type": "llm",
+                "provider": "openai",
+                "endpoint": "chat.completions.create",
+                "started_at": WINDOW_AT.isoformat(),
+                **call,
+            }
+        )
+    history.ingest()
+    [f] = model_inefficiency(window)
+    assert (f.section, f.model) == ("", "gpt-4o-2024-08-06")
+    assert f.est_savings_usd == pytest.approx(0.9118 - 0.054708, rel=1e-9)
+    assert f.message.startswith("Calls outside any section spent $0.91 on gpt-4o-2024-08-06 with a median of 30")
+
+
 def test_model_inefficiency_fires_at_a_median_of_exactly_200(history: History, window: Window):
     history.run("classify", WINDOW_AT, simple_calls(25, output=200))
     history.ingest()
