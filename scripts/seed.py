@@ -597,6 +597,10 @@ class SeedResult:
     insight_messages: list[str] = field(default_factory=list)
 
 
+def total_runs(args: argparse.Namespace) -> int:
+    return args.runs_per_day + (args.days - 1) * args.history_runs_per_day
+
+
 def simulate(args: argparse.Namespace, api_key: str, result: SeedResult) -> None:
     """Drive the bot through the SDK: the oldest day first, today last."""
     import llmobserve
@@ -618,11 +622,11 @@ def simulate(args: argparse.Namespace, api_key: str, result: SeedResult) -> None
     clients = build_clients(loop)
     rng = random.Random(args.random_seed)
     bot = SupportBot(clients, loop, rng)
-    progress = Progress(args.days * args.runs_per_day)
+    progress = Progress(total_runs(args))
     try:
         for offset in range(args.days - 1, -1, -1):
             day = Day(offset)
-            for _ in range(args.runs_per_day):
+            for _ in range(args.history_runs_per_day if offset else args.runs_per_day):
                 attrs: dict[str, Any] = {"user_id": f"u-{rng.randint(1, 60)}", "plan": rng.choice(["free", "pro"])}
                 if offset:
                     # Spread the day's runs between 30 min and 23 h before this moment, `offset` days ago.
@@ -717,6 +721,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Seed the collector with a simulated app's history.")
     parser.add_argument("--days", type=int, default=8, help="days of history, today included (default 8)")
     parser.add_argument("--runs-per-day", type=int, default=40, help="runs (tickets) per day (default 40)")
+    parser.add_argument("--history-runs-per-day", type=int, help="runs per day before today (default: --runs-per-day)")
     parser.add_argument(
         "--collector-url",
         default=os.environ.get("COLLECTOR_URL") or dotenv.get("COLLECTOR_URL") or DEFAULT_COLLECTOR_URL,
@@ -732,8 +737,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-insights", action="store_true", help="do not run the insight job at the end")
     parser.add_argument("--yes", action="store_true", help="confirm seeding against the real OpenAI/Pinecone")
     args = parser.parse_args(argv)
-    if args.days < 1 or args.runs_per_day < 1:
-        parser.error("--days and --runs-per-day must be at least 1")
+    if args.history_runs_per_day is None:
+        args.history_runs_per_day = args.runs_per_day
+    if args.days < 1 or args.runs_per_day < 1 or args.history_runs_per_day < 1:
+        parser.error("--days and the runs per day must be at least 1")
     args.collector_url = args.collector_url.rstrip("/")
     return args
 
@@ -744,7 +751,7 @@ def main(argv: list[str] | None = None) -> int:
     if real and not args.yes:
         print(
             f"seed: {' and '.join(real)} set: this would call the real services (and be billed for "
-            f"{args.days * args.runs_per_day} runs); rerun with --yes, or unset them to use the fakes."
+            f"{total_runs(args)} runs); rerun with --yes, or unset them to use the fakes."
         )
         return 2
     api_key = args.api_key or create_api_key(args.dotenv)
@@ -756,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{name}: {'real' if os.environ.get(var) else 'fake'}"
         for name, var in (("OpenAI", "OPENAI_API_KEY"), ("Pinecone", "PINECONE_API_KEY"))
     )
-    print(f"Seeding {args.collector_url}: {args.days} days x {args.runs_per_day} runs of {SERVICE} ({upstreams})")
+    print(f"Seeding {args.collector_url}: {total_runs(args)} runs of {SERVICE} over {args.days} days ({upstreams})")
     result = SeedResult()
     started = time.monotonic()
     simulate(args, api_key, result)
