@@ -40,6 +40,18 @@ from pricing.services import PriceTable, Rates, price_table_current
 WINDOW = dt.timedelta(hours=24)
 BASELINE = dt.timedelta(days=7)
 
+
+def _section_filter(sections: set[str]) -> tuple[str, list[str]]:
+    """An `AND (section IN (…) OR section IS NULL)` clause for these labels ("" = no section)."""
+    named = sorted(sec for sec in sections if sec)
+    terms = []
+    if named:
+        terms.append(f"section IN ({', '.join(['%s'] * len(named))})")
+    if "" in sections:
+        terms.append("section IS NULL")
+    return f"AND ({' OR '.join(terms)})", named
+
+
 # --- section_spike ------------------------------------------------------------
 # Fires when the window's cost per run of a section > SPIKE_RATIO × its baseline cost per run.
 SPIKE_RATIO = 2.0
@@ -318,7 +330,7 @@ def _model_groups_sql() -> str:
     """
 
 
-def _model_medians_sql() -> str:
+def _model_medians_sql(where: str) -> str:
     # The median of output tokens per (section, provider, model): the middle
     # row (odd count) or the mean of the two middle rows (even count).
     t = Event._meta.db_table
@@ -331,7 +343,7 @@ def _model_medians_sql() -> str:
                    COUNT(*) OVER (PARTITION BY COALESCE(section, ''), COALESCE(provider, ''), model) AS n
             FROM {t}
             WHERE project_id = %s AND started_at >= %s AND started_at < %s
-              AND span_type <> 'section' AND model IS NOT NULL
+              AND span_type <> 'section' AND model IS NOT NULL {where}
         )
         SELECT sec, prov, mdl, AVG(1.0 * output_tokens) FROM ranked
         WHERE rn = (n + 1) / 2 OR rn = (n + 2) / 2
@@ -375,32 +387,37 @@ def model_inefficiency(w: Window, table: PriceTable | None = None) -> list[Findi
         row = canonical.get((provider, model))
         if row is not None and calls >= INEFFICIENCY_MIN_CHEAPER_CALLS and not errors:
             runs_ok.setdefault(section, set()).add(row["model"].lower())
-    candidates = [
-        g
-        for g in groups
-        if g[3] >= INEFFICIENCY_MIN_CALLS and (canonical.get((g[1], g[2])) or {}).get("cheaper_alternative")
-    ]
-    if not candidates:
-        return []
-    medians = {(s, p, m): float(v) for s, p, m, v in _fetch(_model_medians_sql(), params)}
-    found = []
-    for section, provider, model, calls, errors, inp, cached, out, cost in candidates:
-        row = canonical[(provider, model)]
+    # Candidates: enough calls to a model with a cheaper alternative, worth the
+    # saving, and either proven (the section runs the cheaper model) or
+    # possibly simple (no errors); the median decides the latter.
+    candidates = []
+    for section, provider, model, calls, errors, inp, cached, out, cost in groups:
+        row = canonical.get((provider, model))
+        if calls < INEFFICIENCY_MIN_CALLS or row is None or not row["cheaper_alternative"]:
+            continue
         cheaper = row["cheaper_alternative"]
         cheaper_price = table.lookup(row["provider"], cheaper, w.end)
         if cheaper_price is None:
             continue
+        rates = cheaper_price[1]
+        cheaper_cost = price_cost(_token_rates(rates), inp, cached, out, 0, 0) + rates[5] * calls
+        proven = cheaper.lower() in runs_ok.get(section, set())
+        if cost - cheaper_cost >= INEFFICIENCY_MIN_SAVINGS_USD and (proven or not errors):
+            candidates.append((section, provider, model, calls, errors, cost, cheaper, cheaper_cost, proven))
+    if not candidates:
+        return []
+    # Medians for the candidates only (a superset: their sections × their models).
+    where, extra = _section_filter({c[0] for c in candidates})
+    models = sorted({c[2] for c in candidates})
+    where += f" AND model IN ({', '.join(['%s'] * len(models))})"
+    medians = {(s, p, m): float(v) for s, p, m, v in _fetch(_model_medians_sql(where), [*params, *extra, *models])}
+    found = []
+    for section, provider, model, calls, errors, cost, cheaper, cheaper_cost, proven in candidates:
         median = medians.get((section, provider, model), 0.0)
         simple = median <= INEFFICIENCY_SIMPLE_MEDIAN_OUTPUT and not errors
-        proven = cheaper.lower() in runs_ok.get(section, set())
         if not (simple or proven):
             continue
-        rates = cheaper_price[1]
-        cheaper_cost = price_cost(_token_rates(rates), inp or 0, cached or 0, out or 0, 0, 0) + rates[5] * calls
-        cost = cost or 0.0
         savings = cost - cheaper_cost
-        if savings < INEFFICIENCY_MIN_SAVINGS_USD:
-            continue
         if simple:
             why = f"with a median of {median:,.0f} output tokens and no errors over {calls} calls"
         else:
@@ -456,7 +473,7 @@ def _retry_p95_sql(where: str = "") -> str:
     """
 
 
-def _retry_excess_sql() -> str:
+def _retry_excess_sql(where: str) -> str:
     # The calls past the RETRY_MAX_CALLS-th to one endpoint in one section of one run.
     t = Event._meta.db_table
     return f"""
@@ -467,7 +484,7 @@ def _retry_excess_sql() -> str:
                    ) AS rn
             FROM {t}
             WHERE project_id = %s AND started_at >= %s AND started_at < %s
-              AND span_type <> 'section' AND endpoint IS NOT NULL
+              AND span_type <> 'section' AND endpoint IS NOT NULL {where}
         )
         SELECT sec, ep, COUNT(*), SUM(cost_usd) FROM ranked WHERE rn > %s GROUP BY sec, ep
     """
@@ -491,22 +508,18 @@ def retry_loop(w: Window) -> list[Finding]:
         return []
     # The baseline p95, for the firing sections only (the section is in the
     # (project, started_at, section) index, so other sections' rows are skipped).
-    sections = sorted({sec for sec, _ in firing})
-    named = [sec for sec in sections if sec]
-    terms = []
-    if named:
-        terms.append(f"section IN ({', '.join(['%s'] * len(named))})")
-    if len(named) < len(sections):
-        terms.append("section IS NULL")
+    where, named = _section_filter({sec for sec, _ in firing})
     baseline = {
         (sec, ep): int(p95)
         for sec, ep, _runs, p95, *_ in _fetch(
-            _retry_p95_sql(f"AND ({' OR '.join(terms)})"), [w.project_id, _db(w.baseline_start), start, *named]
+            _retry_p95_sql(where), [w.project_id, _db(w.baseline_start), start, *named]
         )
     }
     excess = {
         (sec, ep): (int(n), float(cost or 0.0))
-        for sec, ep, n, cost in _fetch(_retry_excess_sql(), [w.project_id, start, _db(w.end), RETRY_MAX_CALLS])
+        for sec, ep, n, cost in _fetch(
+            _retry_excess_sql(where), [w.project_id, start, _db(w.end), *named, RETRY_MAX_CALLS]
+        )
     }
     found = []
     for (section, endpoint), (runs, p95, calls, max_calls) in sorted(firing.items()):
