@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from django.apps import apps
+from django.db import connection
 from django.db.models import Max, Sum
 
 from events.models import DailyRollup, Run, RunSection
@@ -131,14 +132,29 @@ def run_filter_options(*, project_id: int, since: dt.date) -> dict[str, list[str
             .distinct()
         )
     )
-    services = list(
-        Run.objects.filter(project_id=project_id)
-        .exclude(service=None)
-        .order_by("service")
-        .values_list("service", flat=True)
-        .distinct()[:200]
-    )
-    return {"sections": sections, "services": services}
+    return {"sections": sections, "services": run_service_list(project_id=project_id)}
+
+
+def run_service_list(*, project_id: int, limit: int = 200) -> list[str]:
+    """The project's distinct services, in order.
+
+    A loose index scan: each step seeks the (project, service, …) index for
+    the next service after the last one, so the cost grows with the number of
+    services, not of runs (a plain DISTINCT reads every run's index entry).
+    """
+    table = connection.ops.quote_name(Run._meta.db_table)
+    sql = f"""
+        WITH RECURSIVE svc(name, n) AS (
+            SELECT (SELECT MIN(service) FROM {table} WHERE project_id = %s AND service IS NOT NULL), 1
+            UNION ALL
+            SELECT (SELECT MIN(service) FROM {table} WHERE project_id = %s AND service > svc.name), n + 1
+            FROM svc WHERE svc.name IS NOT NULL AND n < %s
+        )
+        SELECT name FROM svc WHERE name IS NOT NULL
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [project_id, project_id, limit])
+        return [row[0] for row in cursor.fetchall()]
 
 
 def project_has_runs(*, project_id: int) -> bool:

@@ -149,9 +149,11 @@ def run_tree(*, project_id: int, run_id: str) -> list[dict[str, Any]]:
     still open) gets a stand-in node built from its section label, so the
     tree is right while a run is in flight.
     """
-    rows = list(
-        Event.objects.filter(project_id=project_id, run_id=run_id).order_by("started_at", "id").values(*TREE_FIELDS)
-    )
+    # Ordered by id in SQL and by time here: an ORDER BY started_at leads
+    # SQLite's planner onto the (project, started_at) index, which walks the
+    # whole project (1 s at 1M events) instead of the run's few rows.
+    rows = list(Event.objects.filter(project_id=project_id, run_id=run_id).order_by("id").values("id", *TREE_FIELDS))
+    rows.sort(key=lambda row: (row["started_at"], row["id"]))
     nodes: dict[str, dict[str, Any]] = {}
     leaves: list[dict[str, Any]] = []
     for row in rows:

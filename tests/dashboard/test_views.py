@@ -434,3 +434,14 @@ def test_pricing_page(seeded, owner_client, staff_client):
 def test_pages_use_a_bounded_number_of_queries(seeded, owner_client, django_assert_max_num_queries, path):
     with django_assert_max_num_queries(14):
         assert owner_client.get(path).status_code == 200
+
+
+@pytest.mark.django_db
+def test_service_choices_are_the_distinct_services(seeded, owner_client, api_key, project):
+    from dashboard.selectors import run_service_list
+
+    ingest(api_key, run_events("run-no-service", when=day_start(0), service=None))
+    assert run_service_list(project_id=project.id) == ["batch-jobs", "support-bot"]
+    assert run_service_list(project_id=project.id, limit=1) == ["batch-jobs"]
+    body = owner_client.get("/dashboard/runs/").content.decode()
+    assert "<option >batch-jobs</option>" in body or "<option>batch-jobs</option>" in body
