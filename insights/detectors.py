@@ -60,6 +60,8 @@ SPIKE_MIN_WINDOW_RUNS = 5
 SPIKE_MIN_BASELINE_RUNS = 5
 # A section that cost less than this over the whole window is not worth a look.
 SPIKE_MIN_WINDOW_COST_USD = 0.50
+# Beyond this many sections the query scans the project's run sections instead of one range per section.
+SPIKE_MAX_IN_LIST = 2000
 
 # --- model_inefficiency ---------------------------------------------------------
 # "The calls look simple": median output tokens at most this, and no errors.
@@ -167,9 +169,30 @@ def section_spike(w: Window) -> list[Finding]:
     """
     in_window = Q(started_at__gte=w.start)
     in_baseline = Q(started_at__lt=w.start)
+    run_sections = RunSection.objects.filter(
+        project_id=w.project_id, started_at__gte=w.baseline_start, started_at__lt=w.end
+    )
+    # The sections that had calls in the period (from the daily rollups): with
+    # them as an IN list the (project, section, started_at) index serves one
+    # started_at range per section instead of a scan of all the project's rows.
+    # A section without calls of its own costs nothing and cannot spike.
+    sections = list(
+        DailyRollup.objects.filter(
+            project_id=w.project_id,
+            day__gte=_day_floor(w.baseline_start).date(),
+            day__lte=_day_floor(w.end).date(),
+        )
+        .exclude(section="")
+        .values_list("section", flat=True)
+        .distinct()
+        .order_by()
+    )
+    if not sections:
+        return []
+    if len(sections) <= SPIKE_MAX_IN_LIST:
+        run_sections = run_sections.filter(section__in=sections)
     rows = (
-        RunSection.objects.filter(project_id=w.project_id, started_at__gte=w.baseline_start, started_at__lt=w.end)
-        .values("section")
+        run_sections.values("section")
         .annotate(
             w_runs=Count("id", filter=in_window),
             w_cost=Sum("cost_usd", filter=in_window),
