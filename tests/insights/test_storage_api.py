@@ -66,6 +66,15 @@ def test_compute_stores_all_four_kinds(project, history: History):
 
 
 @pytest.mark.django_db
+def test_a_moment_with_an_offset_is_the_same_window(project, history: History):
+    all_four(history)
+    paris = dt.timezone(dt.timedelta(hours=1))
+    insights = insights_compute(project_id=project.id, at=AT.astimezone(paris))
+    assert keys(insights) == EXPECTED
+    assert insight_computation_latest(project_id=project.id).window_end == AT
+
+
+@pytest.mark.django_db
 def test_rerun_never_duplicates(project, history: History):
     all_four(history)
     insights_compute(project_id=project.id, at=AT)
