@@ -536,14 +536,17 @@ def http_json(url: str, api_key: str | None = None, timeout: float = 10.0) -> tu
         return exc.code, None
 
 
-def check_collector(url: str, api_key: str) -> str | None:
-    """None when the collector answers and accepts the key, else what to do about it."""
+def check_collector(url: str) -> str | None:
+    """None when the collector answers /health, else what to do about it."""
     try:
         status, _ = http_json(f"{url}/health", timeout=5)
     except OSError as exc:
         return f"no collector at {url} ({exc.__class__.__name__}): start it with `make run` (or pass --collector-url)"
-    if status != 200:
-        return f"{url}/health answered {status}: is the collector healthy?"
+    return None if status == 200 else f"{url}/health answered {status}: is the collector healthy?"
+
+
+def check_key(url: str, api_key: str) -> str | None:
+    """None when the collector accepts the key, else what to do about it."""
     status, _ = http_json(f"{url}/runs/latest?limit=1", api_key, timeout=10)
     if status == 401:
         return "the collector rejected the API key: unset LLMOBSERVE_API_KEY / remove it from .env to get a new one"
@@ -717,7 +720,10 @@ def report(args: argparse.Namespace, result: SeedResult, computed: bool) -> None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    dotenv = read_dotenv(ROOT / ".env")
+    # --dotenv first: the file it names supplies the defaults below.
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--dotenv", type=Path, default=ROOT / ".env")
+    dotenv = read_dotenv(pre.parse_known_args(argv)[0].dotenv)
     parser = argparse.ArgumentParser(description="Seed the collector with a simulated app's history.")
     parser.add_argument("--days", type=int, default=8, help="days of history, today included (default 8)")
     parser.add_argument("--runs-per-day", type=int, default=40, help="runs (tickets) per day (default 40)")
@@ -732,7 +738,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("LLMOBSERVE_API_KEY") or dotenv.get("LLMOBSERVE_API_KEY"),
         help="default: LLMOBSERVE_API_KEY from the environment or .env, else a new key for project 'default'",
     )
-    parser.add_argument("--dotenv", type=Path, default=ROOT / ".env", help=argparse.SUPPRESS)
+    parser.add_argument("--dotenv", type=Path, default=ROOT / ".env", help="where the key is read and saved (.env)")
     parser.add_argument("--random-seed", type=int, default=7, help="same seed, same data shape (default 7)")
     parser.add_argument("--skip-insights", action="store_true", help="do not run the insight job at the end")
     parser.add_argument("--yes", action="store_true", help="confirm seeding against the real OpenAI/Pinecone")
@@ -754,8 +760,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{total_runs(args)} runs); rerun with --yes, or unset them to use the fakes."
         )
         return 2
-    api_key = args.api_key or create_api_key(args.dotenv)
-    problem = check_collector(args.collector_url, api_key)
+    # The collector first: before `make run` has ever run there is no database to make a key in.
+    problem = check_collector(args.collector_url)
+    api_key = args.api_key
+    if not problem:
+        api_key = api_key or create_api_key(args.dotenv)
+        problem = check_key(args.collector_url, api_key)
     if problem:
         print(f"seed: {problem}", file=sys.stderr)
         return 1

@@ -160,9 +160,12 @@ def test_seed_says_what_to_do_without_a_collector(tmp_path, monkeypatch, capsys)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("PINECONE_API_KEY", raising=False)
     seed = load_seed()
-    code = seed.main(["--collector-url", "http://127.0.0.1:9", "--api-key", "lo_x", "--dotenv", str(tmp_path / ".e")])
+    monkeypatch.delenv("LLMOBSERVE_API_KEY", raising=False)
+    # No key either: the collector is checked first (no database is touched: this test has none).
+    code = seed.main(["--collector-url", "http://127.0.0.1:9", "--dotenv", str(tmp_path / ".e")])
     assert code == 1
     assert "make run" in capsys.readouterr().err
+    assert not (tmp_path / ".e").exists()
 
 
 def test_seed_refuses_real_services_without_yes(monkeypatch, capsys):  # type: ignore[no-untyped-def]
