@@ -191,7 +191,69 @@ def ensure_data(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         build(project.id, args.events, args.seed)
     else:
         print(f"reusing {have:,} stored events", file=sys.stderr)
+    add_rare_section(project.id)
     return project, user
+
+
+RARE = "tool:rare_lookup"
+
+
+def add_rare_section(project_id: int) -> None:
+    """25 runs (0.02% at 1M events) with a section nothing else has, spread over
+    the 60 days: the run list's worst case for a section filter."""
+    from django.utils import timezone
+
+    from events.models import RunSection
+    from events.schema import EventIn
+    from events.services import event_batch_ingest
+
+    if RunSection.objects.filter(project_id=project_id, section=RARE).exists():
+        return
+    now = timezone.now()
+    events = []
+    for i in range(25):
+        started = now - dt.timedelta(days=DAYS) + dt.timedelta(days=DAYS * i / 25, minutes=7)
+        run_id = f"bench-rare-{i:02d}"
+        common = {"run_id": run_id, "service": "batch-jobs"}
+        events += [
+            EventIn(
+                event_id=f"{run_id}-a",
+                span_id=f"{run_id}-a",
+                span_type="section",
+                name="agent:planner",
+                section="agent:planner",
+                section_path="agent:planner",
+                started_at=started,
+                **common,
+            ),
+            EventIn(
+                event_id=f"{run_id}-t",
+                span_id=f"{run_id}-t",
+                parent_span_id=f"{run_id}-a",
+                span_type="section",
+                name=RARE,
+                section=RARE,
+                section_path=f"agent:planner/{RARE}",
+                started_at=started,
+                **common,
+            ),
+            EventIn(
+                event_id=f"{run_id}-c",
+                span_id=f"{run_id}-c",
+                parent_span_id=f"{run_id}-t",
+                span_type="llm",
+                name="chat.completions.create",
+                section=RARE,
+                section_path=f"agent:planner/{RARE}",
+                provider="openai",
+                model="gpt-4o-mini",
+                input_tokens=900,
+                output_tokens=90,
+                started_at=started,
+                **common,
+            ),
+        ]
+    event_batch_ingest(project_id=project_id, events=events)
 
 
 def timed(client, path: str, repeat: int, headers: dict[str, str]) -> tuple[float, float, float, int]:  # type: ignore[no-untyped-def]
@@ -245,6 +307,7 @@ def main() -> int:
         ("runs live poll (htmx)", "/dashboard/runs/?", {**htmx, "HTTP_HX_TARGET": "run-table"}),
         ("runs, older page (cursor)", f"/dashboard/runs/?cursor={cursor}", {}),
         ("runs, section filter", "/dashboard/runs/?section=tool:web_search", {}),
+        ("runs, rare section (25 runs)", f"/dashboard/runs/?section={RARE}", {}),
         ("runs, service filter", "/dashboard/runs/?service=batch-jobs", {}),
         ("runs, status=error", "/dashboard/runs/?status=error", {}),
         ("runs, min cost $0.01", "/dashboard/runs/?min_cost=0.01", {}),
