@@ -1,8 +1,10 @@
 """The background exporter: one daemon thread, a bounded queue, batching,
 gzip'd JSON over ``urllib`` (stdlib), retries with backoff, fork safety.
 
-The host only ever calls :meth:`Exporter.put` (a ``put_nowait`` on a bounded
-``queue.Queue``; when it is full the record is dropped and counted). The
+The host only ever calls :meth:`Exporter.put`: one ``append`` on a bounded
+``collections.deque`` (atomic under the GIL, no lock or condition variable,
+so nothing a fork can leave locked); when ``max_queue`` records are waiting
+the record is dropped and counted instead (the queue never grows). The
 worker wakes every ``flush_interval`` seconds (or as soon as a batch is full,
 or on ``flush()``), turns records into events, and posts them.
 """
@@ -13,7 +15,7 @@ import gzip
 import json
 import logging
 import os
-import queue
+import collections
 import random
 import threading
 import time
@@ -75,7 +77,7 @@ class Exporter:
     # ---------------------------------------------------------------- lifecycle
     def _init_runtime(self) -> None:
         """(Re)create everything a forked child must not share with its parent."""
-        self._queue: "queue.Queue[Any]" = queue.Queue(self.max_queue)
+        self._queue: "collections.deque[Any]" = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._start_lock = threading.Lock()
@@ -89,6 +91,7 @@ class Exporter:
         self.batches_sent = 0
         self.built = 0  # events serialised
         self.cpu_seconds = 0.0  # worker thread CPU time (time.thread_time)
+        self._cpu0 = 0.0
         self._failed_since_marker = False
         # set at exit / shutdown: cut backoff sleeps short, no further retries
         self._no_retry = False
@@ -118,7 +121,7 @@ class Exporter:
         return self._thread
 
     def queued(self) -> int:
-        return self._queue.qsize()
+        return sum(1 for x in list(self._queue) if not isinstance(x, _Marker))
 
     # ----------------------------------------------------------------- hot path
     def put(self, item: Any) -> None:
@@ -127,12 +130,12 @@ class Exporter:
                 return
             self._ensure_thread()
         q = self._queue
-        try:
-            q.put_nowait(item)
-        except queue.Full:
+        n = len(q)
+        if n >= self.max_queue:
             self.dropped += 1
             return
-        if len(q.queue) >= self.batch_size and not self._wake.is_set():
+        q.append(item)
+        if n >= self.batch_size and not self._wake.is_set():
             self._wake.set()
 
     # ------------------------------------------------------------------- public
@@ -141,17 +144,14 @@ class Exporter:
         or fail/time out (False). Never raises."""
         try:
             if self._closed and self._thread is None:
-                return self._queue.empty()
+                return not self._queue
             if self._pid != os.getpid() or self._thread is None:
-                if self._queue.empty():
+                if not self._queue:
                     return True
                 self._ensure_thread()
             deadline = time.monotonic() + max(0.0, timeout)
             marker = _Marker()
-            try:
-                self._queue.put(marker, timeout=max(0.0, timeout))
-            except queue.Full:
-                return False
+            self._queue.append(marker)  # markers bypass the bound
             self._wake.set()
             if not marker.event.wait(max(0.0, deadline - time.monotonic())):
                 return False
@@ -181,7 +181,7 @@ class Exporter:
 
     def stats(self) -> Dict[str, Any]:
         return {
-            "queued": self._queue.qsize(),
+            "queued": self.queued(),
             "dropped": self.dropped,
             "dropped_failed": self.dropped_failed,
             "sent": self.sent,
@@ -192,7 +192,7 @@ class Exporter:
 
     # ------------------------------------------------------------------- worker
     def _run(self) -> None:
-        cpu0 = time.thread_time()
+        cpu0 = self._cpu0 = time.thread_time()
         while True:
             try:
                 self._wake.wait(self.flush_interval)
@@ -202,18 +202,19 @@ class Exporter:
                 logger.debug("llmobserve: exporter loop error", exc_info=True)
             finally:
                 self.cpu_seconds = time.thread_time() - cpu0
-            if self._stop.is_set() and self._queue.empty():
+            if self._stop.is_set() and not self._queue:
                 return
 
     def _drain(self) -> None:
         q = self._queue
+        pop = q.popleft
         while True:
             batch: List[Dict[str, Any]] = []
             markers: List[_Marker] = []
             while len(batch) < self.batch_size:
                 try:
-                    item = q.get_nowait()
-                except queue.Empty:
+                    item = pop()
+                except IndexError:
                     break
                 if isinstance(item, _Marker):
                     markers.append(item)
@@ -225,6 +226,7 @@ class Exporter:
             self.built += len(batch)
             if batch and not self._send(batch):
                 self._failed_since_marker = True
+            self.cpu_seconds = time.thread_time() - self._cpu0
             for m in markers:
                 m.ok = not self._failed_since_marker
                 self._failed_since_marker = False

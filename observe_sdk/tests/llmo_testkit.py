@@ -185,7 +185,7 @@ def chat_completion(model: str, content: str = "Hello, world!") -> Dict[str, Any
     }
 
 
-def chat_sse(model: str, include_usage: bool, words: List[str]) -> bytes:
+def chat_sse(model: str, include_usage: bool, words: List[str], compact: bool = False) -> bytes:
     resp_model = model + "-2024-08-06" if model == "gpt-4o" else model
     base = {"id": "chatcmpl-s1", "object": "chat.completion.chunk", "created": 1764147600, "model": resp_model, "system_fingerprint": "fp_abc"}
     chunks = []
@@ -202,7 +202,8 @@ def chat_sse(model: str, include_usage: bool, words: List[str]) -> bytes:
     chunks.append(mk({}, "stop"))
     if include_usage:
         chunks.append(dict(base, choices=[], usage=USAGE_CHAT))
-    out = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+    seps = (",", ":") if compact else (", ", ": ")
+    out = b"".join(b"data: " + json.dumps(c, separators=seps).encode() + b"\n\n" for c in chunks)
     return out + b"data: [DONE]\n\n"
 
 
@@ -272,6 +273,7 @@ class OpenAIUpstream:
         self.requests: List[Dict[str, Any]] = []
         self.fail_with: Optional[int] = None
         self.words = list(STREAM_WORDS)
+        self.compact = False  # OpenAI's own SSE uses compact JSON
 
     def __call__(self, request: Any) -> Any:
         hx = http_module()
@@ -290,7 +292,7 @@ class OpenAIUpstream:
         if path.endswith("/chat/completions"):
             if stream:
                 inc = bool((body.get("stream_options") or {}).get("include_usage"))
-                return hx.Response(200, content=chat_sse(model, inc, self.words), headers=sse)
+                return hx.Response(200, content=chat_sse(model, inc, self.words, self.compact), headers=sse)
             resp = chat_completion(model)
             rf = body.get("response_format") or {}
             if rf.get("type") == "json_schema":

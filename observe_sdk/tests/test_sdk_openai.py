@@ -291,10 +291,12 @@ def test_with_streaming_response_keeps_working(obs, oa_client):
 
 # ----------------------------------------------------------------------- streams
 def _bare_chunks(client, **kw):
-    return [dump(c) for c in client.chat.completions.create(stream=True, **kw)]
+    return [c.model_dump(mode="json", exclude_unset=True) for c in client.chat.completions.create(stream=True, **kw)]
 
 
-def test_chat_stream_caller_view_unchanged_and_usage_exact(obs, oa_client, upstream):
+@pytest.mark.parametrize("compact", [False, True])
+def test_chat_stream_caller_view_unchanged_and_usage_exact(obs, oa_client, upstream, compact):
+    upstream.compact = compact
     kw = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
     llmobserve.uninstrument()
     bare = _bare_chunks(oa_client, **kw)
@@ -303,21 +305,31 @@ def test_chat_stream_caller_view_unchanged_and_usage_exact(obs, oa_client, upstr
     stream = oa_client.chat.completions.create(stream=True, **kw)
     assert isinstance(stream, openai.Stream)
     assert stream.response.status_code == 200
-    got = [dump(c) for c in stream]
+    got = [c.model_dump(mode="json", exclude_unset=True) for c in stream]
     # we asked for usage...
     assert upstream.requests[-1]["body"]["stream_options"] == {"include_usage": True}
-    # ...and the caller sees exactly the chunks it would have without us,
-    # except that chunks carry "usage": null which the bare stream omits
-    assert len(got) == len(bare) == len(STREAM_WORDS) + 2
-    assert [c["choices"] for c in got] == [c["choices"] for c in bare]
+    # ...and the caller sees exactly the chunks (even the set fields) it would
+    # have seen without us: no usage-only chunk, no "usage": null members
+    assert got == bare
+    assert len(got) == len(STREAM_WORDS) + 2
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in got) == "".join(STREAM_WORDS)
-    assert all(c["usage"] is None for c in got)
     flushed(obs, 1)
     (e,) = obs.calls()
     assert (e["input_tokens"], e["output_tokens"], e["cached_input_tokens"], e["reasoning_tokens"]) == (1200, 150, 1024, 64)
     assert e["attributes"]["stream"] is True and e["attributes"]["ttft_ms"] >= 0
     assert "stream_incomplete" not in e["attributes"]
     assert e["model"] == "gpt-4o-2024-08-06"
+
+
+def test_chat_stream_caller_stream_options_merged(obs, oa_client, upstream):
+    s = oa_client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True, stream_options={"include_obfuscation": False}
+    )
+    got = list(s)
+    assert upstream.requests[-1]["body"]["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+    assert len(got) == len(STREAM_WORDS) + 2 and all(c.choices for c in got)
+    flushed(obs, 1)
+    assert obs.calls()[0]["output_tokens"] == 150
 
 
 def test_chat_stream_caller_asked_for_usage_passes_through(obs, oa_client, upstream):

@@ -11,6 +11,7 @@ exporter queue. Token extraction happens on the exporter thread.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -93,7 +94,7 @@ def _inject_usage(kwargs: dict) -> bool:
 
 # ----------------------------------------------------------------- streams
 class _StreamState:
-    __slots__ = ("frame", "name", "model", "wall", "t0", "first", "usage", "hide", "done", "kind")
+    __slots__ = ("frame", "name", "model", "wall", "t0", "first", "usage", "hide", "done", "kind", "hooked")
 
     def __init__(self, frame: Any, name: str, model: Any, wall: float, t0: float, hide: bool, kind: int) -> None:
         self.frame = frame
@@ -106,6 +107,7 @@ class _StreamState:
         self.hide = hide
         self.done = False
         self.kind = kind
+        self.hooked = False  # usage captured at the SSE level
 
 
 def _finish(st: _StreamState, error_type: Optional[str] = None, incomplete: bool = False) -> None:
@@ -142,12 +144,85 @@ def _see(st: _StreamState, item: Any) -> bool:
         m = getattr(item, "model", None)
         if m:
             st.model = m
+    if st.hooked:
+        return False
     u = getattr(item, "usage", None)
     if u is not None:
         st.usage = u
         if st.hide and not getattr(item, "choices", True):
             return True
     return False
+
+
+def _scan_sse(sse: Any, st: _StreamState) -> bool:
+    """Look at one raw SSE event of a chat/completions stream before openai
+    parses it. Records the usage-only chunk (``"choices": []`` with a usage
+    object) and returns True when it must be dropped (we injected it). In
+    the injected case it also strips the ``"usage": null`` member every other
+    chunk then carries, so openai builds exactly the objects it would have
+    built without us. A substring test first: ordinary chunks cost ~1 µs."""
+    try:
+        data = sse._data
+    except AttributeError:
+        data = sse.data
+    i = data.rfind('"usage"')  # usage sits near the end of a chunk
+    if i < 0:
+        return False
+    j = i + 7
+    if data.startswith(":null", j):
+        end = j + 5
+    elif data.startswith(": null", j):
+        end = j + 6
+    else:
+        end = -1
+    if end > 0:
+        if st.hide:
+            k = i - 1
+            while k >= 0 and data[k] == " ":
+                k -= 1
+            if k >= 0 and data[k] == ",":
+                try:
+                    sse._data = data[:k] + data[end:]
+                except AttributeError:  # pragma: no cover
+                    pass
+        return False
+    try:
+        d = json.loads(data)
+    except Exception:
+        return False
+    if isinstance(d, dict) and d.get("choices") == [] and isinstance(d.get("usage"), dict):
+        st.usage = d["usage"]
+        st.model = d.get("model") or st.model
+        return st.hide
+    return False
+
+
+def _hook_sse(stream: Any, st: _StreamState, is_async: bool) -> None:
+    """Install the SSE-level scanner on this stream object (before iteration
+    starts). If openai's internals differ, leave ``st.hooked`` False and the
+    proxy falls back to inspecting parsed chunks."""
+    orig = getattr(stream, "_iter_events", None)
+    if orig is None or getattr(stream, "_iterator", None) is None:
+        return
+    if is_async:
+
+        async def _iter_events() -> Any:
+            async for sse in orig():
+                if not _scan_sse(sse, st):
+                    yield sse
+
+    else:
+
+        def _iter_events() -> Any:  # type: ignore[misc]
+            for sse in orig():
+                if not _scan_sse(sse, st):
+                    yield sse
+
+    try:
+        stream._iter_events = _iter_events
+        st.hooked = True
+    except Exception:  # pragma: no cover
+        pass
 
 
 class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
@@ -162,10 +237,20 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
     def __iter__(self) -> Any:
         st = self._self_state
         try:
-            for item in self.__wrapped__:
-                if _see(st, item):
-                    continue
-                yield item
+            if st.hooked:
+                # usage is captured below openai's parser: after the first
+                # chunk, delegate at C speed with no per-chunk Python work
+                it = iter(self.__wrapped__)
+                for item in it:
+                    _see(st, item)
+                    yield item
+                    break
+                yield from it
+            else:
+                for item in self.__wrapped__:
+                    if _see(st, item):
+                        continue
+                    yield item
         except GeneratorExit:
             _finish(st, None, True)
             raise
@@ -337,7 +422,10 @@ def _make_sync(name: str, kind: int) -> Any:
         if not _state.active:
             return wrapped(*args, **kwargs)
         frame = _get_frame()
-        if _sampled_out(frame):
+        if frame is None:
+            if _state.sample_rate < 1.0 and random.random() >= _state.sample_rate:
+                return wrapped(*args, **kwargs)
+        elif not frame.sampled:
             return wrapped(*args, **kwargs)
         stream = hide = False
         raw = None
@@ -360,7 +448,10 @@ def _make_sync(name: str, kind: int) -> Any:
             raise
         try:
             if stream and raw is None and _Stream is not None and isinstance(result, _Stream):
-                return SyncStreamProxy(result, _StreamState(frame, name, model, wall, t0, hide, kind))
+                st = _StreamState(frame, name, model, wall, t0, hide, kind)
+                if kind != RESPONSES:
+                    _hook_sse(result, st, False)
+                return SyncStreamProxy(result, st)
             _record(frame, name, model, wall, _perf() - t0, result, raw)
         except Exception:
             logger.debug("llmobserve: record failed", exc_info=True)
@@ -394,7 +485,10 @@ def _make_async(name: str, kind: int) -> Any:
             raise
         try:
             if stream and raw is None and _AsyncStream is not None and isinstance(result, _AsyncStream):
-                return AsyncStreamProxy(result, _StreamState(frame, name, model, wall, t0, hide, kind))
+                st = _StreamState(frame, name, model, wall, t0, hide, kind)
+                if kind != RESPONSES:
+                    _hook_sse(result, st, True)
+                return AsyncStreamProxy(result, st)
             _record(frame, name, model, wall, _perf() - t0, result, raw)
         except Exception:
             logger.debug("llmobserve: record failed", exc_info=True)
