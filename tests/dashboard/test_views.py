@@ -445,3 +445,35 @@ def test_service_choices_are_the_distinct_services(seeded, owner_client, api_key
     assert run_service_list(project_id=project.id, limit=1) == ["batch-jobs"]
     body = owner_client.get("/dashboard/runs/").content.decode()
     assert "<option >batch-jobs</option>" in body or "<option>batch-jobs</option>" in body
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("sparse_limit", [0, 1, 3, 1000])
+def test_section_filter_same_runs_whether_sparse_or_dense(seeded, project, monkeypatch, sparse_limit):
+    """The run list finds a section's runs by id when few runs have it and by a
+    walk when many do; both give the same pages."""
+    import events.selectors as ev
+    from events.selectors import RunFilters, run_list
+
+    def pages(section: str) -> list[str]:
+        out: list[str] = []
+        cursor = None
+        while True:
+            runs, cursor = run_list(project_id=project.id, filters=RunFilters(section=section), limit=2, cursor=cursor)
+            out += [r.run_id for r in runs]
+            if not cursor:
+                return out
+
+    expected = {
+        s: list(
+            Run.objects.filter(
+                project=project, run_id__in=ev.RunSection.objects.filter(project=project, section=s).values("run_id")
+            )
+            .order_by("-started_at", "-id")
+            .values_list("run_id", flat=True)
+        )
+        for s in ("retrieval", "tool:web_search", "agent:writer", "nope")
+    }
+    monkeypatch.setattr(ev, "SPARSE_SECTION_RUNS", sparse_limit)
+    for section, runs in expected.items():
+        assert pages(section) == runs
