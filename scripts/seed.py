@@ -607,7 +607,7 @@ def total_runs(args: argparse.Namespace) -> int:
 def simulate(args: argparse.Namespace, api_key: str, result: SeedResult) -> None:
     """Drive the bot through the SDK: the oldest day first, today last."""
     import llmobserve
-    from llmobserve import _state, run
+    from llmobserve import _state
 
     if not llmobserve.observe(
         args.collector_url,
@@ -621,6 +621,41 @@ def simulate(args: argparse.Namespace, api_key: str, result: SeedResult) -> None
     ):
         raise SystemExit("seed: the SDK is disabled (LLMOBSERVE_DISABLED is set); unset it to seed")
     install_backdating(_state.exporter)
+    try:
+        # On a thread of its own: the bot runs its own asyncio loop, which cannot
+        # start on a thread that already runs one (a caller's, or a test's).
+        in_own_thread(lambda: drive(args, result))
+        llmobserve.flush(timeout=120)
+        stats = llmobserve.stats()
+        result.events_sent = int(stats.get("sent", 0))
+        result.dropped = int(stats.get("dropped", 0)) + int(stats.get("dropped_failed", 0))
+    finally:
+        llmobserve.shutdown(timeout=10)
+        llmobserve.uninstrument()
+
+
+def in_own_thread(fn: Callable[[], None]) -> None:
+    """Run fn on a new thread and wait for it, re-raising what it raised."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name="seed-app")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+def drive(args: argparse.Namespace, result: SeedResult) -> None:
+    """The simulated app's traffic, day by day."""
+    import llmobserve
+    from llmobserve import run
+
     loop = asyncio.new_event_loop()
     clients = build_clients(loop)
     rng = random.Random(args.random_seed)
@@ -643,13 +678,7 @@ def simulate(args: argparse.Namespace, api_key: str, result: SeedResult) -> None
             if not llmobserve.flush(timeout=120):
                 progress.note("seed: the collector did not take every event yet; carrying on")
         progress.finish()
-        llmobserve.flush(timeout=120)
-        stats = llmobserve.stats()
-        result.events_sent = int(stats.get("sent", 0))
-        result.dropped = int(stats.get("dropped", 0)) + int(stats.get("dropped_failed", 0))
     finally:
-        llmobserve.shutdown(timeout=10)
-        llmobserve.uninstrument()
         clients.close()
         loop.close()
 
