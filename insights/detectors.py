@@ -10,15 +10,18 @@ grouped rows (one per section, model or endpoint), never over events.
 Where the figures come from:
 - `section_spike`: `RunSection` (the cost directly inside a section, per
   run, kept at ingest), grouped by section over baseline + window.
-- `token_bloat`: the window's model calls grouped by section and model; the
-  baseline from `DailyRollup` for its whole UTC days and from the events for
-  its two partial days.
-- `model_inefficiency`: the window's calls grouped by section and model,
-  with the median output tokens from ROW_NUMBER() over the group.
-- `retry_loop`: calls per (run, section, endpoint), then the p95 over runs
-  (nearest rank) with ROW_NUMBER(), in the window, then over the baseline for
-  the firing sections only; the cost of calls past the third per (run,
-  section, endpoint) with a second ROW_NUMBER().
+- The window's calls are read once (`window_call_groups`): summed in SQL per
+  (section, provider, model, endpoint, run), a row per run and kind of call,
+  not per event; `model_inefficiency`, `token_bloat` and `retry_loop` fold
+  their window figures from it.
+- `model_inefficiency`: the median output tokens of the candidate groups by
+  ROW_NUMBER() over the window's calls.
+- `token_bloat`: the baseline from `DailyRollup` for its whole UTC days and
+  from the events for its two partial days.
+- `retry_loop`: the p95 over runs (nearest rank) of the grouped rows; the
+  baseline p95 with ROW_NUMBER() in SQL, and the cost of the calls past the
+  third per (run, section, endpoint) with a second ROW_NUMBER(), both for
+  the firing sections only.
 
 Thresholds are the SPEC's; the minimums below keep small numbers quiet.
 """
@@ -50,6 +53,52 @@ def _section_filter(sections: set[str]) -> tuple[str, list[str]]:
     if "" in sections:
         terms.append("section IS NULL")
     return f"AND ({' OR '.join(terms)})", named
+
+
+# --- the window's calls, grouped by run ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallGroup:
+    """The window's calls of one run to one (section, provider, model, endpoint)."""
+
+    section: str  # "" outside any section
+    provider: str
+    model: str | None
+    endpoint: str | None
+    run_id: str
+    calls: int
+    errors: int
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+def _window_groups_sql() -> str:
+    t = Event._meta.db_table
+    return f"""
+        SELECT COALESCE(section, ''), COALESCE(provider, ''), model, endpoint, run_id, COUNT(*),
+               SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END),
+               SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens), SUM(cost_usd)
+        FROM {t}
+        WHERE project_id = %s AND started_at >= %s AND started_at < %s AND span_type <> 'section'
+        GROUP BY COALESCE(section, ''), COALESCE(provider, ''), model, endpoint, run_id
+    """
+
+
+def window_call_groups(w: Window) -> list[CallGroup]:
+    """One scan of the window's calls, shared by three detectors: a row per
+    (section, provider, model, endpoint, run), summed in SQL.  The result
+    has one row per run and call kind (not per event), which is what the
+    p95 over runs needs; sums per model are folded from it."""
+    return [
+        # PostgreSQL sums bigints as numeric: back to int / float.
+        CallGroup(sec, prov, mdl, ep, run, int(n), int(err), int(i or 0), int(c or 0), int(o or 0), float(cost or 0))
+        for sec, prov, mdl, ep, run, n, err, i, c, o, cost in _fetch(
+            _window_groups_sql(), [w.project_id, _db(w.start), _db(w.end)]
+        )
+    ]
 
 
 # --- section_spike ------------------------------------------------------------
@@ -245,7 +294,7 @@ def _day_ceil(moment: dt.datetime) -> dt.datetime:
     return floor if floor == moment else floor + dt.timedelta(days=1)
 
 
-def token_bloat(w: Window, table: PriceTable | None = None) -> list[Finding]:
+def token_bloat(w: Window, table: PriceTable | None = None, groups: list[CallGroup] | None = None) -> list[Finding]:
     """A section's mean input tokens per model call in the window > 1.5× its baseline.
 
     Calls are the instrumented calls that name a model (LLM and embedding
@@ -259,14 +308,21 @@ def token_bloat(w: Window, table: PriceTable | None = None) -> list[Finding]:
     above the baseline mean, 1 − 1/ratio.
     """
     table = table or price_table_current()
+    if groups is None:
+        groups = window_call_groups(w)
+    per_model: dict[tuple[str, str, str], list[int]] = {}
+    for g in groups:
+        if g.model:
+            acc = per_model.setdefault((g.section, g.provider, g.model), [0, 0, 0])
+            acc[0] += g.calls
+            acc[1] += g.input_tokens
+            acc[2] += g.cached_input_tokens
+    window_rows = [
+        {"section": sec, "provider": prov, "model": mdl, "w_calls": n, "w_input": i, "w_cached": c}
+        for (sec, prov, mdl), (n, i, c) in per_model.items()
+    ]
     calls = Event.objects.filter(project_id=w.project_id, model__isnull=False).exclude(span_type="section")
     calls = calls.exclude(model="")
-    window_rows = (
-        calls.filter(started_at__gte=w.start, started_at__lt=w.end)
-        .values("section", "provider", "model")
-        .annotate(w_calls=Count("id"), w_input=Sum("input_tokens"), w_cached=Sum("cached_input_tokens"))
-        .order_by()
-    )
     first_full, full_end = _day_ceil(w.baseline_start), _day_floor(w.start)
     edge_rows = (
         calls.filter(
@@ -340,19 +396,6 @@ def token_bloat(w: Window, table: PriceTable | None = None) -> list[Finding]:
 # --- model_inefficiency ---------------------------------------------------------------
 
 
-def _model_groups_sql() -> str:
-    t = Event._meta.db_table
-    return f"""
-        SELECT COALESCE(section, ''), COALESCE(provider, ''), model, COUNT(*),
-               SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END),
-               SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens), SUM(cost_usd)
-        FROM {t}
-        WHERE project_id = %s AND started_at >= %s AND started_at < %s
-          AND span_type <> 'section' AND model IS NOT NULL
-        GROUP BY COALESCE(section, ''), COALESCE(provider, ''), model
-    """
-
-
 def _model_medians_sql(where: str) -> str:
     # The median of output tokens per (section, provider, model): the middle
     # row (odd count) or the mean of the two middle rows (even count).
@@ -374,7 +417,9 @@ def _model_medians_sql(where: str) -> str:
     """
 
 
-def model_inefficiency(w: Window, table: PriceTable | None = None) -> list[Finding]:
+def model_inefficiency(
+    w: Window, table: PriceTable | None = None, groups: list[CallGroup] | None = None
+) -> list[Finding]:
     """A section spends on a model whose registry row names a cheaper_alternative,
     and the calls look simple (median output ≤ 200 tokens, no errors) or the
     same section already runs the cheaper model without errors.
@@ -384,16 +429,22 @@ def model_inefficiency(w: Window, table: PriceTable | None = None) -> list[Findi
     """
     table = table or price_table_current()
     params = [w.project_id, _db(w.start), _db(w.end)]
-    # PostgreSQL sums bigints as numeric: back to int / float.
-    groups = [
-        (sec, prov, mdl, int(n), int(err), int(inp or 0), int(cached or 0), int(out or 0), float(spent or 0))
-        for sec, prov, mdl, n, err, inp, cached, out, spent in _fetch(_model_groups_sql(), params)
-    ]
-    if not groups:
+    per_model: dict[tuple[str, str, str], list[Any]] = {}
+    for g in window_call_groups(w) if groups is None else groups:
+        if g.model is not None:
+            acc = per_model.setdefault((g.section, g.provider, g.model), [0, 0, 0, 0, 0, 0.0])
+            acc[0] += g.calls
+            acc[1] += g.errors
+            acc[2] += g.input_tokens
+            acc[3] += g.cached_input_tokens
+            acc[4] += g.output_tokens
+            acc[5] += g.cost_usd
+    model_groups = [(sec, prov, mdl, *acc) for (sec, prov, mdl), acc in sorted(per_model.items())]
+    if not model_groups:
         return []
     # Resolve each group's model to its registry row (exact, then longest prefix).
     price_ids: dict[tuple[str, str], int] = {}
-    for _section, provider, model, *_ in groups:
+    for _section, provider, model, *_ in model_groups:
         found_price = table.lookup(provider, model, w.end)
         if found_price is not None:
             price_ids[(provider, model)] = found_price[0]
@@ -406,7 +457,7 @@ def model_inefficiency(w: Window, table: PriceTable | None = None) -> list[Findi
     canonical: dict[tuple[str, str], dict[str, Any]] = {k: rows[v] for k, v in price_ids.items() if v in rows}
     # Per section: the registry models it already runs without errors (enough calls).
     runs_ok: dict[str, set[str]] = {}
-    for section, provider, model, calls, errors, *_ in groups:
+    for section, provider, model, calls, errors, *_ in model_groups:
         row = canonical.get((provider, model))
         if row is not None and calls >= INEFFICIENCY_MIN_CHEAPER_CALLS and not errors:
             runs_ok.setdefault(section, set()).add(row["model"].lower())
@@ -414,7 +465,7 @@ def model_inefficiency(w: Window, table: PriceTable | None = None) -> list[Findi
     # saving, and either proven (the section runs the cheaper model) or
     # possibly simple (no errors); the median decides the latter.
     candidates = []
-    for section, provider, model, calls, errors, inp, cached, out, cost in groups:
+    for section, provider, model, calls, errors, inp, cached, out, cost in model_groups:
         row = canonical.get((provider, model))
         if calls < INEFFICIENCY_MIN_CALLS or row is None or not row["cheaper_alternative"]:
             continue
@@ -513,19 +564,28 @@ def _retry_excess_sql(where: str) -> str:
     """
 
 
-def retry_loop(w: Window) -> list[Finding]:
+def retry_loop(w: Window, groups: list[CallGroup] | None = None) -> list[Finding]:
     """The p95, over the window's runs, of calls to the same endpoint within a
     section of one run is > 3.
 
-    Baseline: the same p95 over the 7 days before (computed for the firing
-    sections only).  Saving: the cost of the calls beyond the third per (run,
-    section, endpoint) in the window.
+    The window's calls per (section, endpoint, run) come from the shared
+    grouped scan; the p95 (nearest rank: the value at rank ceil(0.95 n) of
+    the sorted per-run counts) is taken over those grouped rows.  Baseline:
+    the same p95 over the 7 days before, in SQL, for the firing sections
+    only.  Saving: the cost of the calls beyond the third per (run, section,
+    endpoint) in the window.
     """
     start = _db(w.start)
-    window = {
-        (sec, ep): (int(runs), int(p95), int(calls), int(max_calls))
-        for sec, ep, runs, p95, calls, max_calls in _fetch(_retry_p95_sql(), [w.project_id, start, _db(w.end)])
-    }
+    per_run: dict[tuple[str, str], dict[str, int]] = {}
+    for g in window_call_groups(w) if groups is None else groups:
+        if g.endpoint is not None:
+            runs = per_run.setdefault((g.section, g.endpoint), {})
+            runs[g.run_id] = runs.get(g.run_id, 0) + g.calls
+    window: dict[tuple[str, str], tuple[int, int, int, int]] = {}
+    for key, runs in per_run.items():
+        counts = sorted(runs.values())
+        n = len(counts)
+        window[key] = (n, counts[(95 * n + 99) // 100 - 1], sum(counts), counts[-1])
     firing = {k: v for k, v in window.items() if v[0] >= RETRY_MIN_RUNS and v[1] > RETRY_MAX_CALLS}
     if not firing:
         return []
@@ -575,4 +635,10 @@ DETECTORS = ("section_spike", "model_inefficiency", "token_bloat", "retry_loop")
 
 def detect_all(w: Window) -> list[Finding]:
     table = price_table_current()
-    return [*section_spike(w), *model_inefficiency(w, table), *token_bloat(w, table), *retry_loop(w)]
+    groups = window_call_groups(w)
+    return [
+        *section_spike(w),
+        *model_inefficiency(w, table, groups),
+        *token_bloat(w, table, groups),
+        *retry_loop(w, groups),
+    ]
