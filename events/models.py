@@ -113,7 +113,11 @@ class RunSection(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["project", "run_id", "section"], name="runsection_unique"),
         ]
-        indexes = [models.Index(fields=["project", "section", "-started_at"], name="runsection_section_time")]
+        indexes = [
+            models.Index(fields=["project", "section", "-started_at"], name="runsection_section_time"),
+            # Insights (section_spike): cost per run by section over a time range, read from the index alone.
+            models.Index(fields=["project", "started_at", "section", "cost_usd"], name="runsection_started_cover"),
+        ]
 
 
 class DailyRollup(models.Model):

@@ -9,7 +9,8 @@ grouped rows (one per section, model or endpoint), never over events.
 
 Where the figures come from:
 - `section_spike`: `RunSection` (the cost directly inside a section, per
-  run, kept at ingest), grouped by section over baseline + window.
+  run, kept at ingest), grouped by section over baseline + window, read
+  from its (project, started_at, section, cost_usd) index alone.
 - The window's calls are read once (`window_call_groups`): summed in SQL per
   (section, provider, model, endpoint, run), a row per run and kind of call,
   not per event; `model_inefficiency`, `token_bloat` and `retry_loop` fold
@@ -109,8 +110,6 @@ SPIKE_MIN_WINDOW_RUNS = 5
 SPIKE_MIN_BASELINE_RUNS = 5
 # A section that cost less than this over the whole window is not worth a look.
 SPIKE_MIN_WINDOW_COST_USD = 0.50
-# Beyond this many sections the query scans the project's run sections instead of one range per section.
-SPIKE_MAX_IN_LIST = 2000
 
 # --- model_inefficiency ---------------------------------------------------------
 # "The calls look simple": median output tokens at most this, and no errors.
@@ -218,34 +217,16 @@ def section_spike(w: Window) -> list[Finding]:
     """
     in_window = Q(started_at__gte=w.start)
     in_baseline = Q(started_at__lt=w.start)
+    # Served by the (project, started_at, section, cost_usd) index alone (hence COUNT(section), not id).
     run_sections = RunSection.objects.filter(
         project_id=w.project_id, started_at__gte=w.baseline_start, started_at__lt=w.end
     )
-    # The sections that had calls in the period (from the daily rollups): with
-    # them as an IN list the (project, section, started_at) index serves one
-    # started_at range per section instead of a scan of all the project's rows.
-    # A section without calls of its own costs nothing and cannot spike.
-    sections = list(
-        DailyRollup.objects.filter(
-            project_id=w.project_id,
-            day__gte=_day_floor(w.baseline_start).date(),
-            day__lte=_day_floor(w.end).date(),
-        )
-        .exclude(section="")
-        .values_list("section", flat=True)
-        .distinct()
-        .order_by()
-    )
-    if not sections:
-        return []
-    if len(sections) <= SPIKE_MAX_IN_LIST:
-        run_sections = run_sections.filter(section__in=sections)
     rows = (
         run_sections.values("section")
         .annotate(
-            w_runs=Count("id", filter=in_window),
+            w_runs=Count("section", filter=in_window),
             w_cost=Sum("cost_usd", filter=in_window),
-            b_runs=Count("id", filter=in_baseline),
+            b_runs=Count("section", filter=in_baseline),
             b_cost=Sum("cost_usd", filter=in_baseline),
         )
         .filter(w_runs__gte=SPIKE_MIN_WINDOW_RUNS, b_runs__gte=SPIKE_MIN_BASELINE_RUNS)

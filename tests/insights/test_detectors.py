@@ -350,3 +350,19 @@ def test_flat_history_never_fires(history: History, window: Window):
         history.runs("flat", 12, AT - dt.timedelta(days=i, hours=2), [{"model": "gpt-4o-mini"}] * 2)
     history.ingest()
     assert detectors.detect_all(window) == []
+
+
+def test_section_spike_reads_the_run_section_index_alone(window: Window):
+    """The events migration 0002 index serves section_spike without touching the table (SQLite's plan)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as ctx:
+        section_spike(window)
+    [sql] = [q["sql"] for q in ctx.captured_queries if "events_runsection" in q["sql"]]
+    if connection.vendor != "sqlite":
+        pytest.skip("the plan is checked on SQLite; PostgreSQL picks by its statistics")
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN QUERY PLAN " + sql)
+        plan = " ".join(str(row) for row in cursor.fetchall())
+    assert "COVERING INDEX runsection_started_cover" in plan
