@@ -34,6 +34,7 @@ SESSION_PROJECT = "dashboard_project_id"
 RUNS_PER_PAGE = 50
 WINDOWS = {1: "Today", 7: "7 days", 30: "30 days"}
 CHART_DAYS = 30
+CHART_MIN_DAYS = 14
 # What Django's reverse() leaves unquoted in a path segment (RFC 3986 sub-delims and "/~:@").
 RUN_ID_SAFE = "/~:@!$&'()*+,;="
 
@@ -120,17 +121,21 @@ def overview(request: HttpRequest) -> HttpResponse:
     window_start = today - dt.timedelta(days=window - 1)
     spend = selectors.spend_summary_get(project_id=project.id, today=today)
     series = selectors.spend_daily_by(project_id=project.id, dimension=by, start=start, end=today)
+    # A young project's chart starts at its first day of cost (two weeks at least), not 30 empty days back.
+    first = min((day for days in series.values() for day, cost in days.items() if cost > 0), default=start)
+    chart_start = max(start, min(first, today - dt.timedelta(days=CHART_MIN_DAYS - 1)))
     available, insights, _computation = selectors.insight_list_for_project(project_id=project.id, limit=5)
-    chart = stacked_daily(series, start=start, end=today)
+    chart = stacked_daily(series, start=chart_start, end=today)
     context.update(
         has_runs=selectors.project_has_runs(project_id=project.id),
         spend=[{"item": s, "change": change(s.current, s.previous)} for s in spend],
         chart=chart,
         chart_svg=chart.svg(
-            label=f"Daily cost for the last {CHART_DAYS} days, stacked by {by}; {usd(chart.total)} in all"
+            label=f"Daily cost for the last {(today - chart_start).days + 1} days, stacked by {by}; "
+            f"{usd(chart.total)} in all"
         ),
         chart_by=by,
-        chart_days=CHART_DAYS,
+        chart_days=(today - chart_start).days + 1,
         window=window,
         window_label=WINDOWS[window],
         window_since=window_start.isoformat(),

@@ -112,6 +112,7 @@ def test_overview_spend_chart_tops_and_unpriced(seeded, owner_client, project):
     assert f"{(week - previous_week) / previous_week * 100:+.0f}%".replace("-", "−") in body
     # The chart: an SVG with a bar segment per section and day, and a legend.
     assert '<svg class="chart" id="cost-chart"' in body
+    assert "Cost per day, last 14 days" in body  # from the first day with cost, not 30 empty days
     assert body.count('<rect class="bar"') >= 30
     assert "tool:web_search" in body and "step:analyze_results" in body and "retrieval" in body
     # Top sections link to their runs; top models are listed with their cost.
