@@ -24,13 +24,16 @@ kind of SPEC §7 (thresholds and minimums: insights/detectors.py):
 - model_inefficiency: step:classify spends on gpt-4o for ~5-token answers (always; cheaper: gpt-4o-mini);
 - token_bloat:        step:answer retrieves 12 documents instead of 4 (input tokens per call ~×2.5 > ×1.5);
 - retry_loop:         a bad validator makes tool:web_search re-ask 1-2 times per query
-                      (4-6 calls per run at p95 > 3).
+                      (4-6 calls per run, more after a 429: p95 > 3).
 
 History: the SDK stamps `started_at` with the current time, so runs of past
 days carry a private run attribute with their offset, and a hook on the
 exporter's send step moves `started_at` back by it (and drops the attribute)
 just before the batch is posted.  Everything else (ids, tokens, sections,
 streaming, errors) comes from the real SDK path; today's runs are untouched.
+
+Real services: OPENAI_API_KEY alone, or with PINECONE_API_KEY and PINECONE_INDEX
+(an index of 1536 dimensions, for text-embedding-3-small); --yes confirms.
 
 Usage: scripts/seed.py [--days 8] [--runs-per-day 40] [--collector-url URL] [--api-key KEY]
 The API key comes from --api-key, LLMOBSERVE_API_KEY or .env; without one a
@@ -783,6 +786,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     real = [name for name in ("OPENAI_API_KEY", "PINECONE_API_KEY") if os.environ.get(name)]
+    if os.environ.get("PINECONE_API_KEY") and not os.environ.get("OPENAI_API_KEY"):
+        print("seed: a real Pinecone index needs real embeddings: set OPENAI_API_KEY too, or unset PINECONE_API_KEY")
+        return 2
     if real and not args.yes:
         print(
             f"seed: {' and '.join(real)} set: this would call the real services (and be billed for "
