@@ -119,3 +119,25 @@ def test_follow_an_insight(page, screenshot, seeded, owner, project):
     assert page.locator("tr[data-run-id='run-42']").count() == 1
     assert page.locator("tr[data-run-id='run-old-2-1']").count() == 0  # step:analyze_results only
     assert page.locator("input[name=section]").input_value() == "tool:web_search"
+
+
+def test_from_todays_most_expensive_section_to_its_calls(page, screenshot, seeded, owner):
+    """The issue's "done when": find the most expensive section of the last day,
+    open one of its runs, see which model call cost what."""
+    login(page, "olivia", "pw-olivia-123")
+    page.click("#breakdown a:has-text('Today')")
+    page.wait_for_selector("#top-sections h2:has-text('Today')")
+    top = page.locator("#top-sections tbody tr").first
+    section = top.locator("a").inner_text()
+    assert section == "tool:web_search"
+    top.locator("a").click()
+    page.wait_for_url("**/dashboard/runs/?section=tool%3Aweb_search&since=*")
+    rows = page.locator("tbody tr")
+    assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.runId)")) == ["run-42", "run-err"]
+    page.locator("tr[data-run-id='run-42'] a").click()
+    page.wait_for_url("**/dashboard/runs/run-42/")
+    call = page.locator(f"li.section[data-name='{section}'] li.call").first
+    assert "gpt-4o-2024-08-06" in call.inner_text()
+    assert "$0.0032" in call.locator(".cost").inner_text()
+    assert "1,200 / 150" in call.inner_text()
+    screenshot("run_detail_from_top_section")
