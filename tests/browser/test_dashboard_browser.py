@@ -141,3 +141,28 @@ def test_from_todays_most_expensive_section_to_its_calls(page, screenshot, seede
     assert "$0.0032" in call.locator(".cost").inner_text()
     assert "1,200 / 150" in call.inner_text()
     screenshot("run_detail_from_top_section")
+
+
+def test_filters_and_pages_swap_in_place(page, seeded, owner, monkeypatch):
+    from dashboard import views
+
+    monkeypatch.setattr(views, "RUNS_PER_PAGE", 10)
+    login(page, "olivia", "pw-olivia-123")
+    page.goto("/dashboard/runs/")
+    page.evaluate("window.__stayed = true")
+    first_page = page.locator("tbody tr").evaluate_all("rs => rs.map(r => r.dataset.runId)")
+    assert len(first_page) == 10
+    page.click("a.older")
+    page.wait_for_url("**/dashboard/runs/?cursor=*")
+    page.wait_for_function(f"document.querySelector('tbody tr').dataset.runId !== {first_page[0]!r}")
+    second_page = page.locator("tbody tr").evaluate_all("rs => rs.map(r => r.dataset.runId)")
+    assert len(second_page) == 10 and not set(first_page) & set(second_page)
+    assert page.locator("[data-live]").count() == 0  # older pages do not poll
+    page.select_option("select[name=status]", "error")
+    page.wait_for_url("**/dashboard/runs/?*status=error*")
+    page.wait_for_function("document.querySelectorAll('tbody tr').length === 1")
+    assert page.locator("tbody tr").first.get_attribute("data-run-id") == "run-err"
+    assert page.evaluate("window.__stayed === true"), "the page reloaded"
+    # Back in history shows the unfiltered older page again.
+    page.go_back()
+    page.wait_for_function("document.querySelectorAll('tbody tr').length === 10")
