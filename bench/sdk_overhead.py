@@ -41,7 +41,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 HERE = os.path.abspath(__file__)
@@ -72,15 +71,29 @@ def _http():
 
 
 USAGE = {
-    "prompt_tokens": 1200, "completion_tokens": 150, "total_tokens": 1350,
-    "prompt_tokens_details": {"cached_tokens": 1024}, "completion_tokens_details": {"reasoning_tokens": 64},
+    "prompt_tokens": 1200,
+    "completion_tokens": 150,
+    "total_tokens": 1350,
+    "prompt_tokens_details": {"cached_tokens": 1024},
+    "completion_tokens_details": {"reasoning_tokens": 64},
 }
-COMPLETION = json.dumps({
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1764147600, "model": "gpt-4o-2024-08-06",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there, how can I help?", "refusal": None},
-                 "logprobs": None, "finish_reason": "stop"}],
-    "usage": USAGE,
-}).encode()
+COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1764147600,
+        "model": "gpt-4o-2024-08-06",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello there, how can I help?", "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": USAGE,
+    }
+).encode()
 
 
 def _sse(include_usage: bool) -> bytes:
@@ -119,11 +132,14 @@ def setup(lib: str, dead_url: str):
         llmobserve.observe(dead_url, api_key="bench", service="bench")
         return llmobserve.stats
     if lib == "langfuse":
-        os.environ.update(LANGFUSE_PUBLIC_KEY="pk-lf-bench", LANGFUSE_SECRET_KEY="sk-lf-bench",
-                          LANGFUSE_BASE_URL=dead_url, LANGFUSE_HOST=dead_url)
-        from langfuse import get_client
-
+        os.environ.update(
+            LANGFUSE_PUBLIC_KEY="pk-lf-bench",
+            LANGFUSE_SECRET_KEY="sk-lf-bench",
+            LANGFUSE_BASE_URL=dead_url,
+            LANGFUSE_HOST=dead_url,
+        )
         import langfuse.openai  # noqa: F401  (patches openai on import)
+        from langfuse import get_client
 
         get_client()
         return None
@@ -146,10 +162,18 @@ def clients():
     import openai
 
     hx = _http()
-    sync = openai.OpenAI(api_key="sk-bench", base_url="https://api.openai.test/v1", max_retries=0,
-                         http_client=hx.Client(transport=hx.MockTransport(handler)))
-    asy = openai.AsyncOpenAI(api_key="sk-bench", base_url="https://api.openai.test/v1", max_retries=0,
-                             http_client=hx.AsyncClient(transport=hx.MockTransport(handler)))
+    sync = openai.OpenAI(
+        api_key="sk-bench",
+        base_url="https://api.openai.test/v1",
+        max_retries=0,
+        http_client=hx.Client(transport=hx.MockTransport(handler)),
+    )
+    asy = openai.AsyncOpenAI(
+        api_key="sk-bench",
+        base_url="https://api.openai.test/v1",
+        max_retries=0,
+        http_client=hx.AsyncClient(transport=hx.MockTransport(handler)),
+    )
     return sync, asy
 
 
@@ -220,6 +244,50 @@ class Runner:
         return ((p1 - p0) - (t1 - t0)) / n * 1e6
 
 
+def paired(r: Runner, scenario: str, pairs: int) -> dict:
+    """llmobserve only: alternate recording off/on call by call in one
+    process (the patch stays installed; ``active`` False makes the wrapper a
+    pass-through), so drift and other processes hit both sides equally.
+    Returns calling-thread CPU medians (µs)."""
+    from llmobserve import _state
+
+    cpu = time.thread_time
+    fn = {"sync": r.one_sync, "sync_stream": r.one_sync_stream}.get(scenario)
+    afn = {"async": r.one_async, "async_stream": r.one_async_stream}.get(scenario)
+    on: list[float] = []
+    off: list[float] = []
+
+    async def arun():
+        for _ in range(pairs):
+            for flag, acc in ((False, off), (True, on)):
+                _state.active = flag
+                c = cpu()
+                await afn()
+                acc.append(cpu() - c)
+
+    gc.disable()
+    try:
+        if fn is not None:
+            for _ in range(pairs):
+                for flag, acc in ((False, off), (True, on)):
+                    _state.active = flag
+                    c = cpu()
+                    fn()
+                    acc.append(cpu() - c)
+        else:
+            r.loop.run_until_complete(arun())
+    finally:
+        _state.active = True
+        gc.enable()
+    q = lambda v, p: sorted(v)[int(len(v) * p)]  # noqa: E731
+    return {
+        "off": statistics.median(off) * 1e6,
+        "on": statistics.median(on) * 1e6,
+        "diff_median": (statistics.median(on) - statistics.median(off)) * 1e6,
+        "diff_p25": (q(on, 0.25) - q(off, 0.25)) * 1e6,
+    }
+
+
 def worker(lib: str, dead_url: str) -> None:
     r = Runner(lib, dead_url)
     for sc in SCENARIOS:  # warm up imports, caches, first-call paths
@@ -229,6 +297,8 @@ def worker(lib: str, dead_url: str) -> None:
         cmd = json.loads(line)
         if cmd["op"] == "block":
             out = r.block(cmd["scenario"], cmd["n"])
+        elif cmd["op"] == "paired":
+            out = paired(r, cmd["scenario"], cmd["n"])
         elif cmd["op"] == "bgcpu":
             out = {"us": r.bg_cpu(cmd["n"], cmd["wait"])}
         else:
@@ -241,8 +311,13 @@ def exit_child(lib: str, dead_url: str, n: int) -> None:
     if lib == "bare":
         # the same heavy imports as the instrumented runs
         # (not langfuse.openai: importing it patches openai)
-        for m in ("llmobserve", "langfuse", "opentelemetry.sdk.trace",
-                  "opentelemetry.instrumentation.openai", "opentelemetry.exporter.otlp.proto.http.trace_exporter"):
+        for m in (
+            "llmobserve",
+            "langfuse",
+            "opentelemetry.sdk.trace",
+            "opentelemetry.instrumentation.openai",
+            "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        ):
             try:
                 __import__(m)
             except Exception:
@@ -260,10 +335,16 @@ def exit_child(lib: str, dead_url: str, n: int) -> None:
 
 def exit_delay(lib: str, n: int = 50) -> float:
     dead = unreachable_url()
-    env = dict(os.environ, LANGFUSE_PUBLIC_KEY="pk-lf-bench", LANGFUSE_SECRET_KEY="sk-lf-bench",
-               LANGFUSE_BASE_URL=dead, LANGFUSE_HOST=dead)
-    proc = subprocess.run([sys.executable, HERE, "--exit-child", lib, dead, str(n)], capture_output=True, text=True,
-                          timeout=120, env=env)
+    env = dict(
+        os.environ,
+        LANGFUSE_PUBLIC_KEY="pk-lf-bench",
+        LANGFUSE_SECRET_KEY="sk-lf-bench",
+        LANGFUSE_BASE_URL=dead,
+        LANGFUSE_HOST=dead,
+    )
+    proc = subprocess.run(
+        [sys.executable, HERE, "--exit-child", lib, dead, str(n)], capture_output=True, text=True, timeout=120, env=env
+    )
     end = time.time()
     if proc.returncode != 0 or not proc.stdout.strip():
         raise RuntimeError(proc.stderr[-2000:])
@@ -272,9 +353,8 @@ def exit_delay(lib: str, n: int = 50) -> float:
 
 # ------------------------------------------------------------------------ memory
 def memory_child(n_events: int, n_calls: int) -> None:
-    import psutil
-
     import llmobserve
+    import psutil
     from llmobserve import section
 
     proc = psutil.Process()
@@ -298,8 +378,13 @@ def memory_child(n_events: int, n_calls: int) -> None:
         sync.chat.completions.create(model="gpt-4o", messages=MSGS)
     gc.collect()
     st = llmobserve.stats()
-    out.update(rss_end_mb=proc.memory_info().rss / 2**20, queued=st["queued"], dropped=st["dropped"],
-               dropped_failed=st["dropped_failed"], events=n_events + n_calls)
+    out.update(
+        rss_end_mb=proc.memory_info().rss / 2**20,
+        queued=st["queued"],
+        dropped=st["dropped"],
+        dropped_failed=st["dropped_failed"],
+        events=n_events + n_calls,
+    )
     print(json.dumps(out), flush=True)
 
 
@@ -310,6 +395,7 @@ def sink_cpu_child(n: int) -> None:
     import llmobserve
 
     sink = subprocess.Popen([sys.executable, HERE, "--sink"], stdout=subprocess.PIPE, text=True)
+    assert sink.stdout is not None
     url = sink.stdout.readline().strip()
     try:
         llmobserve.observe(url, api_key="bench", service="bench")
@@ -318,7 +404,9 @@ def sink_cpu_child(n: int) -> None:
             sync.chat.completions.create(model="gpt-4o", messages=MSGS)
         assert llmobserve.flush(30)
         st = llmobserve.stats()
-        print(json.dumps({"us_per_event": st["cpu_seconds"] / max(1, st["built"]) * 1e6, "sent": st["sent"]}), flush=True)
+        print(
+            json.dumps({"us_per_event": st["cpu_seconds"] / max(1, st["built"]) * 1e6, "sent": st["sent"]}), flush=True
+        )
     finally:
         sink.kill()
 
@@ -348,24 +436,30 @@ def sink_main() -> None:
 class Worker:
     def __init__(self, lib: str):
         self.lib = lib
-        self.p = subprocess.Popen([sys.executable, HERE, "--worker", lib, unreachable_url()],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.p.stdout.readline()
+        self.p = subprocess.Popen(
+            [sys.executable, HERE, "--worker", lib, unreachable_url()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.p.stdout is not None and self.p.stdin is not None
+        self.stdin, self.stdout = self.p.stdin, self.p.stdout
+        line = self.stdout.readline()
         if not line:
             raise RuntimeError(f"worker {lib} failed to start")
 
     def ask(self, **cmd):
-        self.p.stdin.write(json.dumps(cmd) + "\n")
-        self.p.stdin.flush()
-        line = self.p.stdout.readline()
+        self.stdin.write(json.dumps(cmd) + "\n")
+        self.stdin.flush()
+        line = self.stdout.readline()
         if not line:
             raise RuntimeError(f"worker {self.lib} died")
         return json.loads(line)
 
     def close(self):
         try:
-            self.p.stdin.write(json.dumps({"op": "quit"}) + "\n")
-            self.p.stdin.flush()
+            self.stdin.write(json.dumps({"op": "quit"}) + "\n")
+            self.stdin.flush()
             self.p.wait(timeout=15)
         except Exception:
             self.p.kill()
@@ -387,6 +481,7 @@ def main() -> None:
     args = ap.parse_args()
     reps = args.reps or (5 if args.quick else 15)
     block = args.block or (40 if args.quick else 100)
+    pairs_n = 300 if args.quick else 1500
     libs = [x for x in args.libs.split(",") if x]
     if "bare" not in libs:
         libs.insert(0, "bare")
@@ -394,20 +489,27 @@ def main() -> None:
 
     import openai
 
-    print(f"python {sys.version.split()[0]}, openai {openai.__version__}; reps={reps}, block={block} calls", file=sys.stderr)
+    print(
+        f"python {sys.version.split()[0]}, openai {openai.__version__}; reps={reps}, block={block} calls",
+        file=sys.stderr,
+    )
     workers = {lib: Worker(lib) for lib in libs}
-    medians = {(lib, sc): [] for lib in libs for sc in SCENARIOS}
-    diffs = {(lib, sc): [] for lib in libs for sc in SCENARIOS}
+    medians: dict[tuple[str, str], list[dict[str, float]]] = {(lib, sc): [] for lib in libs for sc in SCENARIOS}
+    diffs: dict[tuple[str, str], list[dict[str, float]]] = {(lib, sc): [] for lib in libs for sc in SCENARIOS}
     try:
         for rep in range(reps):
             for sc in SCENARIOS:
                 order = libs[:]
                 random.shuffle(order)
-                got = {lib: workers[lib].ask(op="block", scenario=sc, n=block)["us"] for lib in order}
+                got = {lib: workers[lib].ask(op="block", scenario=sc, n=block) for lib in order}
                 for lib in libs:
                     medians[(lib, sc)].append(got[lib])
-                    diffs[(lib, sc)].append(got[lib] - got["bare"])
+                    diffs[(lib, sc)].append({k: got[lib][k] - got["bare"][k] for k in ("wall", "cpu")})
             print(f"  rep {rep + 1}/{reps} done", file=sys.stderr)
+        pair = {}
+        if "llmobserve" in workers:
+            for sc in SCENARIOS:
+                pair[sc] = workers["llmobserve"].ask(op="paired", scenario=sc, n=pairs_n)
         bg = {}
         for lib in libs:  # one at a time so background threads do not overlap
             bg[lib] = workers[lib].ask(op="bgcpu", n=400 if args.quick else 1000, wait=6.5)["us"]
@@ -415,7 +517,7 @@ def main() -> None:
         for w in workers.values():
             w.close()
 
-    exits = {lib: [] for lib in libs}
+    exits: dict[str, list[float]] = {lib: [] for lib in libs}
     for _ in range(2 if args.quick else 3):
         for lib in random.sample(libs, len(libs)):
             try:
@@ -424,42 +526,89 @@ def main() -> None:
                 print(f"exit delay {lib}: {e}", file=sys.stderr)
     exit_med = {lib: statistics.median(v) if v else None for lib, v in exits.items()}
 
-    sink = json.loads(subprocess.run([sys.executable, HERE, "--sink-cpu", "2000" if args.quick else "5000"],
-                                     capture_output=True, text=True, timeout=600).stdout.strip().splitlines()[-1])
-    mem = json.loads(subprocess.run([sys.executable, HERE, "--memory", str(args.mem_events), "2000" if args.quick else "20000"],
-                                    capture_output=True, text=True, timeout=3600).stdout.strip().splitlines()[-1])
+    sink = json.loads(
+        subprocess.run(
+            [sys.executable, HERE, "--sink-cpu", "2000" if args.quick else "5000"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    mem = json.loads(
+        subprocess.run(
+            [sys.executable, HERE, "--memory", str(args.mem_events), "2000" if args.quick else "20000"],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
 
     # ------------------------------------------------------------------ table
     print()
-    print(f"openai {openai.__version__}, MockTransport upstream, collector/trace endpoint unreachable; "
-          f"{reps} interleaved repetitions x {block} calls per block; medians.")
+    print(
+        f"openai {openai.__version__}, MockTransport upstream, collector/trace endpoint unreachable; "
+        f"{reps} interleaved repetitions x {block} calls per block; medians."
+    )
     print()
-    print("| library | sync call | sync stream (20 chunks) | async call | async stream (20 chunks) | background CPU / call | exit delay, events pending |")
+    print(
+        "Added per call over the bare client: calling-thread CPU time (wall time in brackets); "
+        "medians over repetitions of (library block median - bare block median)."
+    )
+    print()
+    print(
+        "| library | sync call | sync stream (20 chunks) | async call | async stream (20 chunks) "
+        "| background CPU / call | exit delay, events pending |"
+    )
     print("|---|---|---|---|---|---|---|")
     bare_exit = exit_med.get("bare")
     for lib in libs:
         cells = []
         for sc in SCENARIOS:
             if lib == "bare":
-                cells.append(f"{statistics.median(medians[(lib, sc)]):.0f} µs (baseline)")
+                cpu_m = statistics.median(m["cpu"] for m in medians[(lib, sc)])
+                wall_m = statistics.median(m["wall"] for m in medians[(lib, sc)])
+                cells.append(f"{cpu_m:.0f} µs ({wall_m:.0f}) baseline")
             else:
-                cells.append(f"{statistics.median(diffs[(lib, sc)]):+.0f} µs")
-        bgc = f"{bg[lib]:.0f} µs" if lib != "bare" else f"{bg[lib]:.0f} µs (httpx/asyncio noise)"
-        if exit_med[lib] is None:
+                cpu_d = statistics.median(d["cpu"] for d in diffs[(lib, sc)])
+                wall_d = statistics.median(d["wall"] for d in diffs[(lib, sc)])
+                cells.append(f"{cpu_d:+.0f} µs ({wall_d:+.0f})")
+        bgc = f"{bg[lib]:.0f} µs" if lib != "bare" else f"{bg[lib]:.0f} µs (noise floor)"
+        lib_exit = exit_med[lib]
+        if lib_exit is None or bare_exit is None:
             ex = "n/a"
         elif lib == "bare":
-            ex = f"{exit_med[lib]:.2f} s (interpreter teardown, baseline)"
+            ex = f"{lib_exit:.2f} s (interpreter teardown, baseline)"
         else:
-            ex = f"+{max(0.0, exit_med[lib] - bare_exit):.2f} s"
+            ex = f"+{max(0.0, lib_exit - bare_exit):.2f} s"
         print(f"| {lib} | " + " | ".join(cells) + f" | {bgc} | {ex} |")
+    if pair:
+        print()
+        print(f"llmobserve, same process, recording toggled off/on call by call ({pairs_n} pairs, calling-thread CPU):")
+        print()
+        print("| scenario | bare median | instrumented median | added (diff of medians) | added (diff of 25th pct) |")
+        print("|---|---|---|---|---|")
+        for sc in SCENARIOS:
+            p = pair[sc]
+            print(
+                f"| {sc} | {p['off']:.0f} µs | {p['on']:.0f} µs "
+                f"| {p['diff_median']:+.0f} µs | {p['diff_p25']:+.0f} µs |"
+            )
     print()
-    print(f"llmobserve exporter CPU per event when the collector accepts (gzip JSON, loopback sink): "
-          f"{sink['us_per_event']:.1f} µs/event ({sink['sent']} events sent)")
-    print(f"llmobserve memory, collector down: RSS {mem['rss_start_mb']:.1f} MB before -> "
-          f"{mem['rss_end_mb']:.1f} MB after {mem['events']:,} recorded events "
-          f"({args.mem_events:,} section events + {mem['events'] - args.mem_events:,} OpenAI calls); "
-          f"checkpoints (events, MB): {mem['checkpoints']}; queue {mem['queued']}, dropped {mem['dropped']:,}, "
-          f"given up after retries {mem['dropped_failed']:,}")
+    print(
+        f"llmobserve exporter CPU per event when the collector accepts (gzip JSON, loopback sink): "
+        f"{sink['us_per_event']:.1f} µs/event ({sink['sent']} events sent)"
+    )
+    print(
+        f"llmobserve memory, collector down: RSS {mem['rss_start_mb']:.1f} MB before -> "
+        f"{mem['rss_end_mb']:.1f} MB after {mem['events']:,} recorded events "
+        f"({args.mem_events:,} section events + {mem['events'] - args.mem_events:,} OpenAI calls); "
+        f"checkpoints (events, MB): {mem['checkpoints']}; queue {mem['queued']}, dropped {mem['dropped']:,}, "
+        f"given up after retries {mem['dropped_failed']:,}"
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import atexit
 import logging
 import os
 import threading
-from typing import Any, Dict, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from . import _state
 from .context import run, section, trace
@@ -40,7 +41,7 @@ DEFAULT_EXIT_TIMEOUT = 0.5
 _lock = threading.Lock()
 _atexit_registered = False
 _exit_timeout = DEFAULT_EXIT_TIMEOUT
-_instrumented: Dict[str, bool] = {}
+_instrumented: dict[str, bool] = {}
 
 
 def _env_true(name: str) -> bool:
@@ -63,11 +64,11 @@ def _instrument(which: Iterable[str]) -> None:
 
 
 def observe(
-    collector_url: Optional[str] = None,
-    api_key: Optional[str] = None,
+    collector_url: str | None = None,
+    api_key: str | None = None,
     *,
-    service: Optional[str] = None,
-    sample_rate: Optional[float] = None,
+    service: str | None = None,
+    sample_rate: float | None = None,
     max_queue: int = 10_000,
     batch_size: int = 1000,
     flush_interval: float = 1.0,
@@ -171,7 +172,7 @@ def uninstrument() -> None:
     _instrumented.clear()
 
 
-def stats() -> Dict[str, Any]:
+def stats() -> dict[str, Any]:
     """Exporter counters: queued, dropped (queue full), dropped_failed, sent, …"""
     exp = _state.exporter
     return exp.stats() if exp is not None else {}

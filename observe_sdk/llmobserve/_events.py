@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any
 
 from . import _state
-from .context import new_run_id, new_span_id
+from .context import new_event_id, new_run_id, new_span_id
 
 # payload kinds for KIND_CALL records
 P_NONE = 0
@@ -44,6 +43,8 @@ def _get(obj: Any, key: str) -> Any:
 
 
 def _int(v: Any) -> int:
+    if type(v) is int:
+        return v if v > 0 else 0
     try:
         return max(0, int(v or 0))
     except (TypeError, ValueError):
@@ -55,19 +56,30 @@ def openai_tokens(usage: Any) -> tuple:
     embeddings / completions ``usage`` (pydantic object or dict)."""
     if usage is None:
         return 0, 0, 0, 0
-    inp = _get(usage, "prompt_tokens")
-    if inp is None:
-        inp = _get(usage, "input_tokens")
-    out = _get(usage, "completion_tokens")
-    if out is None:
-        out = _get(usage, "output_tokens")
-    d_in = _get(usage, "prompt_tokens_details")
-    if d_in is None:
-        d_in = _get(usage, "input_tokens_details")
-    d_out = _get(usage, "completion_tokens_details")
-    if d_out is None:
-        d_out = _get(usage, "output_tokens_details")
-    return _int(inp), _int(out), _int(_get(d_in, "cached_tokens")), _int(_get(d_out, "reasoning_tokens"))
+    if isinstance(usage, dict):
+        g = usage.get
+        inp = g("prompt_tokens")
+        if inp is None:
+            inp = g("input_tokens")
+        out = g("completion_tokens")
+        if out is None:
+            out = g("output_tokens")
+        d_in = g("prompt_tokens_details") or g("input_tokens_details")
+        d_out = g("completion_tokens_details") or g("output_tokens_details")
+        cached = _get(d_in, "cached_tokens")
+        reasoning = _get(d_out, "reasoning_tokens")
+    else:
+        inp = getattr(usage, "prompt_tokens", None)
+        if inp is None:
+            inp = getattr(usage, "input_tokens", None)
+        out = getattr(usage, "completion_tokens", None)
+        if out is None:
+            out = getattr(usage, "output_tokens", None)
+        d_in = getattr(usage, "prompt_tokens_details", None) or getattr(usage, "input_tokens_details", None)
+        d_out = getattr(usage, "completion_tokens_details", None) or getattr(usage, "output_tokens_details", None)
+        cached = None if d_in is None else _get(d_in, "cached_tokens")
+        reasoning = None if d_out is None else _get(d_out, "reasoning_tokens")
+    return _int(inp), _int(out), _int(cached), _int(reasoning)
 
 
 # ------------------------------------------------------------------ pinecone
@@ -88,7 +100,7 @@ UNIT_ESTIMATES = {
 }
 
 
-def _index_name_from_host(host: Optional[str]) -> Optional[str]:
+def _index_name_from_host(host: str | None) -> str | None:
     if not host:
         return None
     h = host.split("://", 1)[-1].split("/", 1)[0]
@@ -98,7 +110,7 @@ def _index_name_from_host(host: Optional[str]) -> Optional[str]:
     return first.rsplit("-", 1)[0] if "-" in first else first
 
 
-def pinecone_units(payload: Any, attrs: Dict[str, Any]) -> tuple:
+def pinecone_units(payload: Any, attrs: dict[str, Any]) -> tuple:
     usage, op, est_n, est_bytes, host, namespace, extra = payload
     if host:
         attrs["index_host"] = host
@@ -131,13 +143,13 @@ def pinecone_units(payload: Any, attrs: Dict[str, Any]) -> tuple:
 
 
 # ----------------------------------------------------------------------- build
-def build_event(item: tuple) -> Dict[str, Any]:
+def build_event(item: tuple) -> dict[str, Any]:
     kind = item[0]
     if kind == _state.KIND_SECTION:
         _, frame, wall, latency, error_type = item
         parent = frame.parent
         return {
-            "event_id": os.urandom(16).hex(),
+            "event_id": new_event_id(),
             "run_id": frame.run_id,
             "span_id": frame.span_id,
             "parent_span_id": parent.span_id if parent is not None else None,
@@ -163,7 +175,7 @@ def build_event(item: tuple) -> Dict[str, Any]:
         }
 
     (_, frame, span_type, name, provider, model, wall, latency, error_type, pkind, payload, attrs) = item
-    attributes: Dict[str, Any] = {}
+    attributes: dict[str, Any] = {}
     if frame is not None and frame.attrs:
         attributes.update(frame.attrs)
     if attrs:
@@ -192,7 +204,7 @@ def build_event(item: tuple) -> Dict[str, Any]:
         section = frame.label
         path = frame.path
     return {
-        "event_id": os.urandom(16).hex(),
+        "event_id": new_event_id(),
         "run_id": run_id,
         "span_id": new_span_id(),
         "parent_span_id": parent_span_id,

@@ -3,7 +3,7 @@ exporter. Kept in one tiny module so the hot path reads plain module globals."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Frame
@@ -14,36 +14,51 @@ active: bool = False
 #: Fraction of runs recorded (decided once per run).
 sample_rate: float = 1.0
 #: The instrumented application's name (``service`` on every event).
-service: Optional[str] = None
+service: str | None = None
 #: The background exporter, or None.
-exporter: "Optional[Exporter]" = None
+exporter: Exporter | None = None
 
 # Record kinds (first element of the tuples put on the queue).
 KIND_CALL = 0
 KIND_SECTION = 1
 
 
-def emit_section(frame: "Frame", wall: float, latency: float, error_type: Optional[str]) -> None:
+def emit_section(frame: Frame, wall: float, latency: float, error_type: str | None) -> None:
     exp = exporter
     if exp is not None:
         exp.put((KIND_SECTION, frame, wall, latency, error_type))
 
 
 def emit_call(
-    frame: "Optional[Frame]",
+    frame: Frame | None,
     span_type: str,
     name: str,
     provider: str,
     model: Any,
     wall: float,
     latency: float,
-    error_type: Optional[str],
+    error_type: str | None,
     payload_kind: int,
     payload: Any,
-    attrs: Optional[dict],
+    attrs: dict | None,
 ) -> None:
     """Queue one instrumented call. Everything costly (ids, timestamps,
     token extraction, JSON, gzip) happens later on the exporter thread."""
     exp = exporter
     if exp is not None:
-        exp.put((KIND_CALL, frame, span_type, name, provider, model, wall, latency, error_type, payload_kind, payload, attrs))
+        exp.put(
+            (
+                KIND_CALL,
+                frame,
+                span_type,
+                name,
+                provider,
+                model,
+                wall,
+                latency,
+                error_type,
+                payload_kind,
+                payload,
+                attrs,
+            )
+        )

@@ -16,7 +16,8 @@ import itertools
 import os
 import random
 import time
-from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from . import _state
 
@@ -32,18 +33,29 @@ _id_prefix = os.urandom(6).hex()
 _id_counter = itertools.count(1)
 
 
+# Run and event ids: 32 hex chars, a random 80-bit per-process prefix and a
+# 48-bit counter (uuid4-sized, unique across processes, no syscall per id).
+_long_prefix = os.urandom(10).hex()
+_long_counter = itertools.count(1)
+
+
 def new_span_id() -> str:
     return f"{_id_prefix}{next(_id_counter):x}"
 
 
 def new_run_id() -> str:
-    return os.urandom(16).hex()
+    return f"{_long_prefix}{next(_long_counter):012x}"
+
+
+new_event_id = new_run_id
 
 
 def _reseed_after_fork() -> None:
-    global _id_prefix, _id_counter
+    global _id_prefix, _id_counter, _long_prefix, _long_counter
     _id_prefix = os.urandom(6).hex()
     _id_counter = itertools.count(1)
+    _long_prefix = os.urandom(10).hex()
+    _long_counter = itertools.count(1)
 
 
 if hasattr(os, "register_at_fork"):
@@ -59,12 +71,12 @@ class Frame:
     def __init__(
         self,
         run_id: str,
-        span_id: Optional[str],
-        label: Optional[str],
-        path: Optional[str],
-        parent: "Optional[Frame]",
+        span_id: str | None,
+        label: str | None,
+        path: str | None,
+        parent: Frame | None,
         sampled: bool,
-        attrs: Optional[Dict[str, Any]],
+        attrs: dict[str, Any] | None,
     ) -> None:
         self.run_id = run_id
         self.span_id = span_id  # None for a bare run() frame
@@ -78,9 +90,7 @@ class Frame:
         return f"Frame(run={self.run_id!r}, span={self.span_id!r}, path={self.path!r})"
 
 
-_current: "contextvars.ContextVar[Optional[Frame]]" = contextvars.ContextVar(
-    "llmobserve_frame", default=None
-)
+_current: contextvars.ContextVar[Frame | None] = contextvars.ContextVar("llmobserve_frame", default=None)
 current_frame = _current.get
 
 
@@ -100,13 +110,13 @@ class section:
 
     def __init__(self, label: str) -> None:
         self.label = str(label)
-        self._frame: Optional[Frame] = None
-        self._token: Optional[contextvars.Token] = None
+        self._frame: Frame | None = None
+        self._token: contextvars.Token | None = None
         self._t0 = 0.0
         self._wall = 0.0
 
     # -- context manager -------------------------------------------------------
-    def __enter__(self) -> "section":
+    def __enter__(self) -> section:
         try:
             parent = _current.get()
             label = self.label
@@ -140,7 +150,7 @@ class section:
             _state.emit_section(frame, self._wall, latency, None if exc_type is None else exc_type.__name__)
         return None
 
-    async def __aenter__(self) -> "section":
+    async def __aenter__(self) -> section:
         return self.__enter__()
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -189,12 +199,12 @@ def _decorate(fn: F, label: str) -> F:
 
 
 def trace(
-    fn: Optional[Callable[..., Any]] = None,
+    fn: Callable[..., Any] | None = None,
     *,
-    agent: Optional[str] = None,
-    tool: Optional[str] = None,
-    step: Optional[str] = None,
-    name: Optional[str] = None,
+    agent: str | None = None,
+    tool: str | None = None,
+    step: str | None = None,
+    name: str | None = None,
 ) -> Any:
     """Decorator: ``@trace(agent="researcher")`` runs the function inside the
     section ``agent:researcher``; ``tool=`` → ``tool:…``, ``step=`` → ``step:…``,
@@ -210,7 +220,7 @@ def trace(
             return f"step:{step}"
         if name is not None:
             return str(name)
-        return getattr(f, "__qualname__", None) or getattr(f, "__name__", "function")
+        return str(getattr(f, "__qualname__", None) or getattr(f, "__name__", "function"))
 
     if fn is not None and callable(fn):
         return _decorate(fn, label_for(fn))
@@ -231,12 +241,12 @@ class run:
 
     __slots__ = ("run_id", "attributes", "_token")
 
-    def __init__(self, run_id: Optional[str] = None, **attributes: Any) -> None:
+    def __init__(self, run_id: str | None = None, **attributes: Any) -> None:
         self.run_id = str(run_id)[:128] if run_id is not None else new_run_id()
         self.attributes = attributes or None
-        self._token: Optional[contextvars.Token] = None
+        self._token: contextvars.Token | None = None
 
-    def __enter__(self) -> "run":
+    def __enter__(self) -> run:
         frame = Frame(self.run_id, None, None, None, None, _decide_sampled(), self.attributes)
         self._token = _current.set(frame)
         return self
@@ -251,7 +261,7 @@ class run:
                 _current.set(None)
         return None
 
-    async def __aenter__(self) -> "run":
+    async def __aenter__(self) -> run:
         return self.__enter__()
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -278,7 +288,7 @@ class run:
         return wrapper  # type: ignore[return-value]
 
 
-def call_context() -> Tuple[Optional[Frame], bool]:
+def call_context() -> tuple[Frame | None, bool]:
     """(frame, sampled) for an instrumented call about to start."""
     frame = _current.get()
     if frame is None:

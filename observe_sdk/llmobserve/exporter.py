@@ -11,22 +11,37 @@ or on ``flush()``), turns records into events, and posts them.
 
 from __future__ import annotations
 
+import collections
 import gzip
 import json
 import logging
 import os
-import collections
 import random
 import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from . import _state
 from ._events import build_event
 
 logger = logging.getLogger("llmobserve")
+
+try:  # optional accelerator (pinecone already depends on it); stdlib json otherwise
+    import orjson as _orjson
+
+    def _dumps(obj: Any) -> bytes:
+        try:
+            return _orjson.dumps(obj, default=str)
+        except Exception:  # e.g. ints beyond 64 bits: fall back
+            return json.dumps(obj, separators=(",", ":"), default=str).encode("utf-8")
+
+except ImportError:  # pragma: no cover - depends on the environment
+
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":"), default=str).encode("utf-8")
+
 
 __all__ = ["Exporter"]
 
@@ -47,7 +62,7 @@ class Exporter:
     def __init__(
         self,
         collector_url: str,
-        api_key: Optional[str] = None,
+        api_key: str | None = None,
         *,
         max_queue: int = 10_000,
         batch_size: int = 1000,
@@ -77,11 +92,11 @@ class Exporter:
     # ---------------------------------------------------------------- lifecycle
     def _init_runtime(self) -> None:
         """(Re)create everything a forked child must not share with its parent."""
-        self._queue: "collections.deque[Any]" = collections.deque()
+        self._queue: collections.deque[Any] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._start_lock = threading.Lock()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._closed = False
         # stats
@@ -117,7 +132,7 @@ class Exporter:
             t.start()
 
     @property
-    def thread(self) -> Optional[threading.Thread]:
+    def thread(self) -> threading.Thread | None:
         return self._thread
 
     def queued(self) -> int:
@@ -179,7 +194,7 @@ class Exporter:
             logger.debug("llmobserve: shutdown failed", exc_info=True)
         return ok
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         return {
             "queued": self.queued(),
             "dropped": self.dropped,
@@ -209,8 +224,8 @@ class Exporter:
         q = self._queue
         pop = q.popleft
         while True:
-            batch: List[Dict[str, Any]] = []
-            markers: List[_Marker] = []
+            batch: list[dict[str, Any]] = []
+            markers: list[_Marker] = []
             while len(batch) < self.batch_size:
                 try:
                     item = pop()
@@ -234,10 +249,9 @@ class Exporter:
             if not batch and not markers:
                 return
 
-    def _send(self, events: List[Dict[str, Any]]) -> bool:
+    def _send(self, events: list[dict[str, Any]]) -> bool:
         try:
-            raw = json.dumps({"events": events}, separators=(",", ":"), default=str).encode("utf-8")
-            body = gzip.compress(raw, compresslevel=5)
+            body = gzip.compress(_dumps({"events": events}), compresslevel=1)
         except Exception:
             logger.debug("llmobserve: could not serialise batch", exc_info=True)
             self.dropped_failed += len(events)
@@ -261,18 +275,27 @@ class Exporter:
                 if retry_after is not None:
                     delay = min(max(retry_after, 0.0), max(self.backoff_max, 1.0))
                 attempt += 1
-                logger.debug("llmobserve: POST %s -> %s, retry %d in %.2fs", self.url, status or "conn error", attempt, delay)
+                logger.debug(
+                    "llmobserve: POST %s -> %s, retry %d in %.2fs", self.url, status or "conn error", attempt, delay
+                )
                 # interrupted (exit/shutdown): one last immediate attempt, then give up
                 self._interrupt.wait(delay)
                 continue
             self.dropped_failed += len(events)
             if retryable:
-                logger.debug("llmobserve: dropping %d events after %d attempts (last status %s)", len(events), attempt + 1, status or "conn error")
+                logger.debug(
+                    "llmobserve: dropping %d events after %d attempts (last status %s)",
+                    len(events),
+                    attempt + 1,
+                    status or "conn error",
+                )
             else:
-                logger.warning("llmobserve: collector rejected a batch of %d events with HTTP %s; dropped", len(events), status)
+                logger.warning(
+                    "llmobserve: collector rejected a batch of %d events with HTTP %s; dropped", len(events), status
+                )
             return False
 
-    def _post(self, body: bytes) -> Tuple[int, Optional[float]]:
+    def _post(self, body: bytes) -> tuple[int, float | None]:
         req = urllib.request.Request(self.url, data=body, headers=self._headers, method="POST")
         try:
             with self._opener.open(req, timeout=self.request_timeout) as resp:
@@ -298,7 +321,7 @@ class Exporter:
             return 0, None
 
 
-def _parse_retry_after(value: str) -> Optional[float]:
+def _parse_retry_after(value: str) -> float | None:
     try:
         return float(value)
     except ValueError:

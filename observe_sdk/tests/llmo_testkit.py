@@ -9,12 +9,12 @@ import gzip
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Optional
-
-import pytest
+from typing import Any
 
 import llmobserve
+import pytest
 from llmobserve import _state
 
 
@@ -25,10 +25,10 @@ class FakeCollector:
     is empty requests get 200 and are stored (idempotently, by event_id)."""
 
     def __init__(self) -> None:
-        self.requests: List[Dict[str, Any]] = []  # every request: {status, events, headers}
-        self.stored: Dict[str, Dict[str, Any]] = {}  # event_id -> event (2xx only)
+        self.requests: list[dict[str, Any]] = []  # every request: {status, events, headers}
+        self.stored: dict[str, dict[str, Any]] = {}  # event_id -> event (2xx only)
         self.duplicates = 0
-        self.script: List[Any] = []
+        self.script: list[Any] = []
         self.lock = threading.Lock()
         self.got_request = threading.Event()
         outer = self
@@ -55,7 +55,13 @@ class FakeCollector:
                 status = action.get("status", 200)
                 with outer.lock:
                     outer.requests.append(
-                        {"status": status, "events": events, "headers": dict(self.headers), "path": self.path, "t": time.monotonic()}
+                        {
+                            "status": status,
+                            "events": events,
+                            "headers": dict(self.headers),
+                            "path": self.path,
+                            "t": time.monotonic(),
+                        }
                     )
                     accepted = dups = 0
                     if 200 <= status < 300:
@@ -86,14 +92,14 @@ class FakeCollector:
         self.thread.start()
 
     @property
-    def events(self) -> List[Dict[str, Any]]:
+    def events(self) -> list[dict[str, Any]]:
         with self.lock:
             return list(self.stored.values())
 
-    def calls(self) -> List[Dict[str, Any]]:
+    def calls(self) -> list[dict[str, Any]]:
         return [e for e in self.events if e["span_type"] != "section"]
 
-    def sections(self) -> List[Dict[str, Any]]:
+    def sections(self) -> list[dict[str, Any]]:
         return [e for e in self.events if e["span_type"] == "section"]
 
     def close(self) -> None:
@@ -158,7 +164,12 @@ USAGE_CHAT = {
     "completion_tokens": 150,
     "total_tokens": 1350,
     "prompt_tokens_details": {"cached_tokens": 1024, "audio_tokens": 0},
-    "completion_tokens_details": {"reasoning_tokens": 64, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+    "completion_tokens_details": {
+        "reasoning_tokens": 64,
+        "audio_tokens": 0,
+        "accepted_prediction_tokens": 0,
+        "rejected_prediction_tokens": 0,
+    },
 }
 USAGE_RESPONSES = {
     "input_tokens": 900,
@@ -170,7 +181,7 @@ USAGE_RESPONSES = {
 STREAM_WORDS = ["Hel", "lo", ",", " wor", "ld", "!"]
 
 
-def chat_completion(model: str, content: str = "Hello, world!") -> Dict[str, Any]:
+def chat_completion(model: str, content: str = "Hello, world!") -> dict[str, Any]:
     return {
         "id": "chatcmpl-abc123",
         "object": "chat.completion",
@@ -178,19 +189,30 @@ def chat_completion(model: str, content: str = "Hello, world!") -> Dict[str, Any
         "model": model + "-2024-08-06" if model == "gpt-4o" else model,
         "system_fingerprint": "fp_abc",
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content, "refusal": None}, "logprobs": None, "finish_reason": "stop"}
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
         ],
         "usage": USAGE_CHAT,
         "service_tier": "default",
     }
 
 
-def chat_sse(model: str, include_usage: bool, words: List[str], compact: bool = False) -> bytes:
+def chat_sse(model: str, include_usage: bool, words: list[str], compact: bool = False) -> bytes:
     resp_model = model + "-2024-08-06" if model == "gpt-4o" else model
-    base = {"id": "chatcmpl-s1", "object": "chat.completion.chunk", "created": 1764147600, "model": resp_model, "system_fingerprint": "fp_abc"}
+    base = {
+        "id": "chatcmpl-s1",
+        "object": "chat.completion.chunk",
+        "created": 1764147600,
+        "model": resp_model,
+        "system_fingerprint": "fp_abc",
+    }
     chunks = []
 
-    def mk(delta: Dict[str, Any], finish: Optional[str] = None) -> Dict[str, Any]:
+    def mk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         c = dict(base, choices=[{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
         if include_usage:
             c["usage"] = None
@@ -207,7 +229,7 @@ def chat_sse(model: str, include_usage: bool, words: List[str], compact: bool = 
     return out + b"data: [DONE]\n\n"
 
 
-def response_obj(model: str, text: str = "Hi there") -> Dict[str, Any]:
+def response_obj(model: str, text: str = "Hi there") -> dict[str, Any]:
     return {
         "id": "resp_123",
         "object": "response",
@@ -231,7 +253,7 @@ def response_obj(model: str, text: str = "Hi there") -> Dict[str, Any]:
     }
 
 
-def responses_sse(model: str, words: List[str]) -> bytes:
+def responses_sse(model: str, words: list[str]) -> bytes:
     full = response_obj(model, "".join(words))
     started = dict(full, status="in_progress", output=[], usage=None)
     events = [
@@ -239,28 +261,76 @@ def responses_sse(model: str, words: List[str]) -> bytes:
         ("response.in_progress", {"type": "response.in_progress", "response": started, "sequence_number": 1}),
         (
             "response.output_item.added",
-            {"type": "response.output_item.added", "output_index": 0, "sequence_number": 2,
-             "item": {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []}},
+            {
+                "type": "response.output_item.added",
+                "output_index": 0,
+                "sequence_number": 2,
+                "item": {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []},
+            },
         ),
         (
             "response.content_part.added",
-            {"type": "response.content_part.added", "item_id": "msg_1", "output_index": 0, "content_index": 0, "sequence_number": 3,
-             "part": {"type": "output_text", "text": "", "annotations": []}},
+            {
+                "type": "response.content_part.added",
+                "item_id": "msg_1",
+                "output_index": 0,
+                "content_index": 0,
+                "sequence_number": 3,
+                "part": {"type": "output_text", "text": "", "annotations": []},
+            },
         ),
     ]
     seq = 4
     for w in words:
-        events.append(("response.output_text.delta", {"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0,
-                                                       "content_index": 0, "delta": w, "logprobs": [], "sequence_number": seq}))
+        events.append(
+            (
+                "response.output_text.delta",
+                {
+                    "type": "response.output_text.delta",
+                    "item_id": "msg_1",
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": w,
+                    "logprobs": [],
+                    "sequence_number": seq,
+                },
+            )
+        )
         seq += 1
     text = "".join(words)
     events += [
-        ("response.output_text.done", {"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0, "content_index": 0,
-                                       "text": text, "logprobs": [], "sequence_number": seq}),
-        ("response.content_part.done", {"type": "response.content_part.done", "item_id": "msg_1", "output_index": 0, "content_index": 0,
-                                        "part": {"type": "output_text", "text": text, "annotations": []}, "sequence_number": seq + 1}),
-        ("response.output_item.done", {"type": "response.output_item.done", "output_index": 0, "sequence_number": seq + 2,
-                                       "item": full["output"][0]}),
+        (
+            "response.output_text.done",
+            {
+                "type": "response.output_text.done",
+                "item_id": "msg_1",
+                "output_index": 0,
+                "content_index": 0,
+                "text": text,
+                "logprobs": [],
+                "sequence_number": seq,
+            },
+        ),
+        (
+            "response.content_part.done",
+            {
+                "type": "response.content_part.done",
+                "item_id": "msg_1",
+                "output_index": 0,
+                "content_index": 0,
+                "part": {"type": "output_text", "text": text, "annotations": []},
+                "sequence_number": seq + 1,
+            },
+        ),
+        (
+            "response.output_item.done",
+            {
+                "type": "response.output_item.done",
+                "output_index": 0,
+                "sequence_number": seq + 2,
+                "item": full["output"][0],
+            },
+        ),
         ("response.completed", {"type": "response.completed", "response": full, "sequence_number": seq + 3}),
     ]
     return b"".join(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events)
@@ -270,8 +340,8 @@ class OpenAIUpstream:
     """Handler for the transport's MockTransport: realistic JSON and SSE."""
 
     def __init__(self) -> None:
-        self.requests: List[Dict[str, Any]] = []
-        self.fail_with: Optional[int] = None
+        self.requests: list[dict[str, Any]] = []
+        self.fail_with: int | None = None
         self.words = list(STREAM_WORDS)
         self.compact = False  # OpenAI's own SSE uses compact JSON
 
@@ -302,36 +372,48 @@ class OpenAIUpstream:
             if stream:
                 return hx.Response(200, content=responses_sse(model, self.words), headers=sse)
             resp = response_obj(model)
-            fmt = ((body.get("text") or {}).get("format") or {})
+            fmt = (body.get("text") or {}).get("format") or {}
             if fmt.get("type") == "json_schema":
                 resp["output"][0]["content"][0]["text"] = json.dumps({"answer": 42, "steps": ["a", "b"]})
             return hx.Response(200, json=resp)
         if path.endswith("/embeddings"):
             inputs = body.get("input")
             n = len(inputs) if isinstance(inputs, list) else 1
-            return hx.Response(200, json={
-                "object": "list",
-                "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(n)],
-                "model": model,
-                "usage": {"prompt_tokens": 17 * n, "total_tokens": 17 * n},
-            })
+            return hx.Response(
+                200,
+                json={
+                    "object": "list",
+                    "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(n)],
+                    "model": model,
+                    "usage": {"prompt_tokens": 17 * n, "total_tokens": 17 * n},
+                },
+            )
         if path.endswith("/completions"):
             usage = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
             if stream:
                 inc = bool((body.get("stream_options") or {}).get("include_usage"))
                 base = {"id": "cmpl-1", "object": "text_completion", "created": 1764147600, "model": model}
-                chunks = [dict(base, choices=[{"index": 0, "text": w, "logprobs": None, "finish_reason": None}]) for w in self.words]
+                chunks = [
+                    dict(base, choices=[{"index": 0, "text": w, "logprobs": None, "finish_reason": None}])
+                    for w in self.words
+                ]
                 if inc:
                     for c in chunks:
                         c["usage"] = None
                     chunks.append(dict(base, choices=[], usage=usage))
                 out = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
                 return hx.Response(200, content=out, headers=sse)
-            return hx.Response(200, json={
-                "id": "cmpl-1", "object": "text_completion", "created": 1764147600, "model": model,
-                "choices": [{"index": 0, "text": "hello there", "logprobs": None, "finish_reason": "stop"}],
-                "usage": usage,
-            })
+            return hx.Response(
+                200,
+                json={
+                    "id": "cmpl-1",
+                    "object": "text_completion",
+                    "created": 1764147600,
+                    "model": model,
+                    "choices": [{"index": 0, "text": "hello there", "logprobs": None, "finish_reason": "stop"}],
+                    "usage": usage,
+                },
+            )
         return hx.Response(404, json={"error": {"message": "not found"}})
 
 
@@ -345,8 +427,12 @@ def oa_client(upstream):
     import openai
 
     hx = http_module()
-    return openai.OpenAI(api_key="sk-test", base_url="https://api.openai.test/v1", max_retries=0,
-                         http_client=hx.Client(transport=hx.MockTransport(upstream)))
+    return openai.OpenAI(
+        api_key="sk-test",
+        base_url="https://api.openai.test/v1",
+        max_retries=0,
+        http_client=hx.Client(transport=hx.MockTransport(upstream)),
+    )
 
 
 @pytest.fixture
@@ -354,8 +440,12 @@ def oa_async_client(upstream):
     import openai
 
     hx = http_module()
-    return openai.AsyncOpenAI(api_key="sk-test", base_url="https://api.openai.test/v1", max_retries=0,
-                              http_client=hx.AsyncClient(transport=hx.MockTransport(upstream)))
+    return openai.AsyncOpenAI(
+        api_key="sk-test",
+        base_url="https://api.openai.test/v1",
+        max_retries=0,
+        http_client=hx.AsyncClient(transport=hx.MockTransport(upstream)),
+    )
 
 
 def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -372,9 +462,9 @@ class FakePinecone:
     """Loopback fake of a Pinecone index data plane (REST, JSON)."""
 
     def __init__(self) -> None:
-        self.requests: List[Dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
         self.with_usage = True
-        self.fail_with: Optional[int] = None
+        self.fail_with: int | None = None
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -401,8 +491,13 @@ class FakePinecone:
                 u = outer.with_usage
                 if path == "/query":
                     body = json.loads(raw)
-                    r = {"matches": [{"id": "v1", "score": 0.91, "values": []}, {"id": "v2", "score": 0.82, "values": []}],
-                         "namespace": body.get("namespace", "")}
+                    r = {
+                        "matches": [
+                            {"id": "v1", "score": 0.91, "values": []},
+                            {"id": "v2", "score": 0.82, "values": []},
+                        ],
+                        "namespace": body.get("namespace", ""),
+                    }
                     if u:
                         r["usage"] = {"readUnits": 5}
                     return self._reply(200, r)
@@ -419,8 +514,10 @@ class FakePinecone:
                 if path == "/vectors/update":
                     return self._reply(200, {"matchedRecords": 1})
                 if path.startswith("/records/namespaces/") and path.endswith("/search"):
-                    r = {"result": {"hits": [{"_id": "r1", "_score": 0.77, "fields": {"text": "hello"}}]},
-                         "usage": {"read_units": 6, "embed_total_tokens": 12}}
+                    r = {
+                        "result": {"hits": [{"_id": "r1", "_score": 0.77, "fields": {"text": "hello"}}]},
+                        "usage": {"read_units": 6, "embed_total_tokens": 12},
+                    }
                     if not u:
                         r["usage"] = {"read_units": 6}
                         del r["usage"]

@@ -29,8 +29,9 @@ EXACT = 1e-9
 
 @pytest.fixture
 def e2e_observe(live_server, transactional_db, api_key):
-    assert llmobserve.observe(live_server.url, api_key=api_key, service="support-bot", flush_interval=0.05,
-                              backoff_base=0.05, max_retries=3)
+    assert llmobserve.observe(
+        live_server.url, api_key=api_key, service="support-bot", flush_interval=0.05, backoff_base=0.05, max_retries=3
+    )
     yield api_key
     llmobserve.shutdown(timeout=5)
     llmobserve.uninstrument()
@@ -53,8 +54,9 @@ def test_nested_agent_tool_step_flow_arrives_with_tree_and_exact_costs(e2e_obser
             with section("step:retrieve"):
                 oa_client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
                 idx.query(vector=[0.1, 0.2, 0.3], top_k=2, namespace="docs")
-            stream = oa_client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
-                                                       stream=True)
+            stream = oa_client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], stream=True
+            )
             text = "".join(c.choices[0].delta.content or "" for c in stream)
     assert text == "Hello, world!"
     assert llmobserve.flush(15)
@@ -68,7 +70,9 @@ def test_nested_agent_tool_step_flow_arrives_with_tree_and_exact_costs(e2e_obser
     tool_cost = (1200 - 1024) * 2.5 / 1e6 + 1024 * 1.25 / 1e6 + 150 * 10 / 1e6  # gpt-4o-2024-08-06 -> gpt-4o
     emb_cost = 34 * 0.02 / 1e6  # text-embedding-3-small
     query_cost = 5 * 16.0 / 1e6  # 5 read units reported by Pinecone
-    mini_cost = (1200 - 1024) * 0.15 / 1e6 + 1024 * 0.075 / 1e6 + 150 * 0.6 / 1e6  # streamed gpt-4o-mini, usage injected
+    mini_cost = (
+        (1200 - 1024) * 0.15 / 1e6 + 1024 * 0.075 / 1e6 + 150 * 0.6 / 1e6
+    )  # streamed gpt-4o-mini, usage injected
 
     children = {c["name"]: c for c in agent["children"]}
     assert set(children) == {"tool:web_search", "step:retrieve", "chat.completions.create"}
@@ -108,7 +112,11 @@ class LossyProxy:
 
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type", "content-encoding")}
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() in ("authorization", "content-type", "content-encoding")
+                }
                 req = urllib.request.Request(upstream + self.path, data=body, headers=headers, method="POST")
                 with urllib.request.urlopen(req, timeout=10) as r:
                     out, status = r.read(), r.status
@@ -134,8 +142,9 @@ def test_batch_resent_after_lost_response_is_not_double_counted(live_server, tra
 
     proxy = LossyProxy(live_server.url)
     try:
-        assert llmobserve.observe(proxy.url, api_key=api_key, service="support-bot", flush_interval=0.05,
-                                  backoff_base=0.05, max_retries=3)
+        assert llmobserve.observe(
+            proxy.url, api_key=api_key, service="support-bot", flush_interval=0.05, backoff_base=0.05, max_retries=3
+        )
         with llmobserve.run(run_id="e2e-resend"):
             with section("agent:a"):
                 oa_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}])

@@ -6,11 +6,10 @@ import asyncio
 import gc
 import json
 
-import pytest
-
 import llmobserve
+import pytest
+from llmo_testkit import STREAM_WORDS, wait_for
 from llmobserve import section, trace
-from llmo_testkit import USAGE_CHAT, USAGE_RESPONSES, STREAM_WORDS, wait_for
 
 openai = pytest.importorskip("openai")
 
@@ -40,7 +39,12 @@ def test_chat_create_exact_tokens_and_caller_view(obs, oa_client):
     assert e["name"] == e["endpoint"] == "chat.completions.create"
     assert e["provider"] == "openai"
     assert e["model"] == "gpt-4o-2024-08-06"  # the response's model
-    assert (e["input_tokens"], e["output_tokens"], e["cached_input_tokens"], e["reasoning_tokens"]) == (1200, 150, 1024, 64)
+    assert (e["input_tokens"], e["output_tokens"], e["cached_input_tokens"], e["reasoning_tokens"]) == (
+        1200,
+        150,
+        1024,
+        64,
+    )
     assert e["status"] == "ok" and e["error_type"] is None
     assert e["service"] == "svc"
     assert e["section"] is None and e["section_path"] is None and e["parent_span_id"] is None
@@ -210,7 +214,12 @@ def test_responses_api_tokens(obs, oa_client):
     flushed(obs, 1)
     (e,) = obs.calls()
     assert e["name"] == "responses.create" and e["model"] == "gpt-4.1-2025-04-14"
-    assert (e["input_tokens"], e["output_tokens"], e["cached_input_tokens"], e["reasoning_tokens"]) == (900, 300, 512, 128)
+    assert (e["input_tokens"], e["output_tokens"], e["cached_input_tokens"], e["reasoning_tokens"]) == (
+        900,
+        300,
+        512,
+        128,
+    )
 
 
 def test_legacy_completions(obs, oa_client):
@@ -228,12 +237,19 @@ def test_chat_parse_structured_output(obs, oa_client):
         answer: int
         steps: list
 
-    r = oa_client.chat.completions.parse(model="gpt-4o", messages=[{"role": "user", "content": "q"}], response_format=Answer)
+    r = oa_client.chat.completions.parse(
+        model="gpt-4o", messages=[{"role": "user", "content": "q"}], response_format=Answer
+    )
     assert r.choices[0].message.parsed == Answer(answer=42, steps=["a", "b"])
     flushed(obs, 1)
     (e,) = obs.calls()
     assert e["name"] == "chat.completions.parse"
-    assert (e["input_tokens"], e["output_tokens"], e["cached_input_tokens"], e["reasoning_tokens"]) == (1200, 150, 1024, 64)
+    assert (e["input_tokens"], e["output_tokens"], e["cached_input_tokens"], e["reasoning_tokens"]) == (
+        1200,
+        150,
+        1024,
+        64,
+    )
 
 
 def test_responses_parse(obs, oa_client):
@@ -254,14 +270,21 @@ def test_responses_parse(obs, oa_client):
 
 
 def test_with_raw_response(obs, oa_client):
-    raw = oa_client.chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    raw = oa_client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "q"}]
+    )
     assert raw.http_response.status_code == 200
     parsed = raw.parse()
     assert parsed.usage.prompt_tokens == 1200 and parsed.choices[0].message.content == "Hello, world!"
     flushed(obs, 1)
     (e,) = obs.calls()
     assert e["attributes"]["raw_response"] is True and e["attributes"]["http_status"] == 200
-    assert (e["input_tokens"], e["output_tokens"], e["cached_input_tokens"], e["reasoning_tokens"]) == (1200, 150, 1024, 64)
+    assert (e["input_tokens"], e["output_tokens"], e["cached_input_tokens"], e["reasoning_tokens"]) == (
+        1200,
+        150,
+        1024,
+        64,
+    )
     assert e["model"] == "gpt-4o-2024-08-06"
 
 
@@ -315,7 +338,12 @@ def test_chat_stream_caller_view_unchanged_and_usage_exact(obs, oa_client, upstr
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in got) == "".join(STREAM_WORDS)
     flushed(obs, 1)
     (e,) = obs.calls()
-    assert (e["input_tokens"], e["output_tokens"], e["cached_input_tokens"], e["reasoning_tokens"]) == (1200, 150, 1024, 64)
+    assert (e["input_tokens"], e["output_tokens"], e["cached_input_tokens"], e["reasoning_tokens"]) == (
+        1200,
+        150,
+        1024,
+        64,
+    )
     assert e["attributes"]["stream"] is True and e["attributes"]["ttft_ms"] >= 0
     assert "stream_incomplete" not in e["attributes"]
     assert e["model"] == "gpt-4o-2024-08-06"
@@ -323,7 +351,10 @@ def test_chat_stream_caller_view_unchanged_and_usage_exact(obs, oa_client, upstr
 
 def test_chat_stream_caller_stream_options_merged(obs, oa_client, upstream):
     s = oa_client.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True, stream_options={"include_obfuscation": False}
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "q"}],
+        stream=True,
+        stream_options={"include_obfuscation": False},
     )
     got = list(s)
     assert upstream.requests[-1]["body"]["stream_options"] == {"include_obfuscation": False, "include_usage": True}
@@ -345,7 +376,9 @@ def test_chat_stream_caller_asked_for_usage_passes_through(obs, oa_client, upstr
 
 
 def test_chat_stream_with_next_and_context_manager(obs, oa_client):
-    with oa_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True) as s:
+    with oa_client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True
+    ) as s:
         first = next(s)
         rest = list(s)
     assert first.choices[0].delta.role == "assistant"
@@ -406,7 +439,12 @@ def test_responses_stream_and_helper(obs, oa_client):
     flushed(obs, 2)
     for e in obs.calls():
         assert e["name"] == "responses.create" and e["model"] == "gpt-4.1-2025-04-14"
-        assert (e["input_tokens"], e["output_tokens"], e["cached_input_tokens"], e["reasoning_tokens"]) == (900, 300, 512, 128)
+        assert (e["input_tokens"], e["output_tokens"], e["cached_input_tokens"], e["reasoning_tokens"]) == (
+            900,
+            300,
+            512,
+            128,
+        )
         assert e["attributes"]["ttft_ms"] >= 0
 
 
@@ -422,7 +460,9 @@ def test_completions_stream_hides_injected_usage(obs, oa_client):
 def test_async_chat_and_stream(obs, oa_async_client, upstream):
     async def main():
         r = await oa_async_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
-        s = await oa_async_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
+        s = await oa_async_client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True
+        )
         assert isinstance(s, openai.AsyncStream)
         chunks = [c async for c in s]
         async with await oa_async_client.chat.completions.create(

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import warnings
 
-import pytest
-
 import llmobserve
-from llmobserve import section
+import pytest
 from llmo_testkit import wait_for
+from llmobserve import section
 
 pinecone = pytest.importorskip("pinecone")
 
@@ -110,6 +108,7 @@ def test_pinecone_asyncio_index(obs, pinecone_server):
     async def main():
         idx = make_async_index(pinecone_server.host)
         async with idx:
+
             async def one(label, ns):
                 with section(label):
                     return await idx.query(vector=[0.1, 0.2, 0.3], top_k=2, namespace=ns)
@@ -122,7 +121,10 @@ def test_pinecone_asyncio_index(obs, pinecone_server):
     assert a.usage.read_units == 5 and b.namespace == "ns-b"
     flushed(obs, 5)
     qs = [e for e in obs.calls() if e["name"] == "index.query"]
-    assert sorted((e["section"], e["attributes"]["namespace"]) for e in qs) == [("agent:a", "ns-a"), ("agent:b", "ns-b")]
+    assert sorted((e["section"], e["attributes"]["namespace"]) for e in qs) == [
+        ("agent:a", "ns-a"),
+        ("agent:b", "ns-b"),
+    ]
     assert all(e["read_units"] == 5 for e in qs)
     (up,) = [e for e in obs.calls() if e["name"] == "index.upsert"]
     assert up["write_units"] == 5.0 and up["attributes"]["units_estimated"] is True

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any, Callable, List, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import wrapt
 
@@ -16,7 +17,7 @@ class Patcher:
     ``unpatch_all`` restores the originals exactly."""
 
     def __init__(self) -> None:
-        self._applied: List[Tuple[Any, str, Any, Any]] = []
+        self._applied: list[tuple[Any, str, Any, Any]] = []
 
     @property
     def applied(self) -> bool:

@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import time
-from typing import Any, Optional
+from typing import Any
 
 import wrapt
 
@@ -65,7 +65,7 @@ def _sampled_out(frame: Any) -> bool:
     return not frame.sampled
 
 
-def _raw_mode(kwargs: dict) -> Optional[str]:
+def _raw_mode(kwargs: dict) -> str | None:
     eh = kwargs.get("extra_headers")
     if eh:
         try:
@@ -102,7 +102,7 @@ class _StreamState:
         self.model = model
         self.wall = wall
         self.t0 = t0
-        self.first: Optional[float] = None
+        self.first: float | None = None
         self.usage: Any = None
         self.hide = hide
         self.done = False
@@ -110,7 +110,7 @@ class _StreamState:
         self.hooked = False  # usage captured at the SSE level
 
 
-def _finish(st: _StreamState, error_type: Optional[str] = None, incomplete: bool = False) -> None:
+def _finish(st: _StreamState, error_type: str | None = None, incomplete: bool = False) -> None:
     if st.done:
         return
     st.done = True
@@ -121,7 +121,9 @@ def _finish(st: _StreamState, error_type: Optional[str] = None, incomplete: bool
             attrs["ttft_ms"] = round((st.first - st.t0) * 1000.0, 3)
         if incomplete:
             attrs["stream_incomplete"] = True
-        _emit(st.frame, "llm", st.name, "openai", st.model, st.wall, latency, error_type, P_OPENAI_USAGE, st.usage, attrs)
+        _emit(
+            st.frame, "llm", st.name, "openai", st.model, st.wall, latency, error_type, P_OPENAI_USAGE, st.usage, attrs
+        )
     except Exception:  # pragma: no cover
         logger.debug("llmobserve: stream finish failed", exc_info=True)
 
@@ -374,10 +376,22 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
 
 
 # ----------------------------------------------------------------- results
-def _record(frame: Any, name: str, model: Any, wall: float, latency: float, result: Any, raw: Optional[str]) -> None:
+def _record(frame: Any, name: str, model: Any, wall: float, latency: float, result: Any, raw: str | None) -> None:
     usage = getattr(result, "usage", _MISSING)
     if usage is not _MISSING:
-        _emit(frame, "llm", name, "openai", getattr(result, "model", None) or model, wall, latency, None, P_OPENAI_USAGE, usage, None)
+        _emit(
+            frame,
+            "llm",
+            name,
+            "openai",
+            getattr(result, "model", None) or model,
+            wall,
+            latency,
+            None,
+            P_OPENAI_USAGE,
+            usage,
+            None,
+        )
         return
     http = getattr(result, "http_response", None)
     if http is not None:
@@ -402,7 +416,7 @@ def _record(frame: Any, name: str, model: Any, wall: float, latency: float, resu
 
 def _error(frame: Any, name: str, model: Any, wall: float, t0: float, e: BaseException, stream: bool) -> None:
     try:
-        attrs: Optional[dict] = None
+        attrs: dict | None = None
         status = getattr(e, "status_code", None)
         if stream or status is not None:
             attrs = {}
@@ -410,7 +424,19 @@ def _error(frame: Any, name: str, model: Any, wall: float, t0: float, e: BaseExc
                 attrs["stream"] = True
             if isinstance(status, int):
                 attrs["http_status"] = status
-        _emit(frame, "llm", name, "openai", model, wall, _perf() - t0, None if e is None else type(e).__name__, P_NONE, None, attrs)
+        _emit(
+            frame,
+            "llm",
+            name,
+            "openai",
+            model,
+            wall,
+            _perf() - t0,
+            None if e is None else type(e).__name__,
+            P_NONE,
+            None,
+            attrs,
+        )
     except Exception:  # pragma: no cover
         logger.debug("llmobserve: error record failed", exc_info=True)
 

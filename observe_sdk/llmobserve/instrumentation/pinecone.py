@@ -18,7 +18,7 @@ import contextvars
 import logging
 import random
 import time
-from typing import Any, Optional, Tuple
+from typing import Any
 
 from .. import _state
 from .._events import P_PINECONE
@@ -45,7 +45,7 @@ _emit = _state.emit_call
 _get_frame = _current.get
 # search_records delegates to search (and upsert batches to helpers): record
 # only the outermost instrumented call.
-_inside: "contextvars.ContextVar[bool]" = contextvars.ContextVar("llmobserve_pinecone_inside", default=False)
+_inside: contextvars.ContextVar[bool] = contextvars.ContextVar("llmobserve_pinecone_inside", default=False)
 
 
 def _sampled_out(frame: Any) -> bool:
@@ -66,18 +66,18 @@ def _vec_dim(v: Any) -> int:
         return 0
 
 
-def _estimate_args(op: str, kwargs: dict) -> Tuple[int, int]:
+def _estimate_args(op: str, kwargs: dict) -> tuple[int, int]:
     """(records, approx request bytes) — cheap: looks at one record only."""
     try:
         if op == "fetch":
             return len(kwargs.get("ids") or ()), 0
         if op == "upsert":
-            vecs = kwargs.get("vectors") or ()
+            vecs: Any = kwargs.get("vectors") or ()
             n = len(vecs)
             dim = _vec_dim(vecs[0]) if n else 0
             return n, n * (dim * 4 + 100)
         if op == "upsert_records":
-            recs = kwargs.get("records") or ()
+            recs: Any = kwargs.get("records") or ()
             n = len(recs)
             one = len(repr(recs[0])) if n else 0
             return n, n * (one + 20)
@@ -93,7 +93,7 @@ def _estimate_args(op: str, kwargs: dict) -> Tuple[int, int]:
 def _payload(op: str, instance: Any, kwargs: dict, result: Any) -> tuple:
     usage = getattr(result, "usage", None) if result is not None else None
     n, size = (0, 0) if usage is not None else _estimate_args(op, kwargs)
-    extra: Optional[dict] = None
+    extra: dict | None = None
     if op in ("fetch", "delete", "upsert", "upsert_records") and n:
         extra = {"records": n}
     host = getattr(instance, "_host", None) or getattr(instance, "host", None)
@@ -118,16 +118,38 @@ def _make_sync(op: str) -> Any:
             try:
                 status = getattr(e, "status_code", None) or getattr(e, "status", None)
                 p = (None, op, 0, 0, getattr(instance, "_host", None), kwargs.get("namespace"), None)
-                _emit(frame, "vector_db", name, "pinecone", None, wall, _perf() - t0, type(e).__name__, P_PINECONE, p,
-                      {"http_status": status} if isinstance(status, int) else None)
+                _emit(
+                    frame,
+                    "vector_db",
+                    name,
+                    "pinecone",
+                    None,
+                    wall,
+                    _perf() - t0,
+                    type(e).__name__,
+                    P_PINECONE,
+                    p,
+                    {"http_status": status} if isinstance(status, int) else None,
+                )
             except Exception:  # pragma: no cover
                 pass
             raise
         finally:
             _inside.reset(token)
         try:
-            _emit(frame, "vector_db", name, "pinecone", None, wall, _perf() - t0, None, P_PINECONE,
-                  _payload(op, instance, kwargs, result), None)
+            _emit(
+                frame,
+                "vector_db",
+                name,
+                "pinecone",
+                None,
+                wall,
+                _perf() - t0,
+                None,
+                P_PINECONE,
+                _payload(op, instance, kwargs, result),
+                None,
+            )
         except Exception:
             logger.debug("llmobserve: pinecone record failed", exc_info=True)
         return result
@@ -148,16 +170,38 @@ def _make_async(op: str) -> Any:
             try:
                 status = getattr(e, "status_code", None) or getattr(e, "status", None)
                 p = (None, op, 0, 0, getattr(instance, "_host", None), kwargs.get("namespace"), None)
-                _emit(frame, "vector_db", name, "pinecone", None, wall, _perf() - t0, type(e).__name__, P_PINECONE, p,
-                      {"http_status": status} if isinstance(status, int) else None)
+                _emit(
+                    frame,
+                    "vector_db",
+                    name,
+                    "pinecone",
+                    None,
+                    wall,
+                    _perf() - t0,
+                    type(e).__name__,
+                    P_PINECONE,
+                    p,
+                    {"http_status": status} if isinstance(status, int) else None,
+                )
             except Exception:  # pragma: no cover
                 pass
             raise
         finally:
             _inside.reset(token)
         try:
-            _emit(frame, "vector_db", name, "pinecone", None, wall, _perf() - t0, None, P_PINECONE,
-                  _payload(op, instance, kwargs, result), None)
+            _emit(
+                frame,
+                "vector_db",
+                name,
+                "pinecone",
+                None,
+                wall,
+                _perf() - t0,
+                None,
+                P_PINECONE,
+                _payload(op, instance, kwargs, result),
+                None,
+            )
         except Exception:
             logger.debug("llmobserve: pinecone record failed", exc_info=True)
         return result
