@@ -1,29 +1,39 @@
 #!/usr/bin/env python
 """Benchmark of the insight job (issue 4): its wall time over N stored events.
 
-    .venv/bin/python bench/insights.py [--db sqlite|postgres|both]
-                                       [--events 1000000,5000000] [--repeats 5] [--fresh]
+    .venv/bin/python bench/insights.py [--db sqlite|postgres|both] [--events 1000000,5000000]
+                                       [--base 200000] [--repeats 3] [--fresh]
 
 History: 30 days before a fixed moment AT, 200 sections, 10 registry models,
-runs of one section span and 1-3 calls to one endpoint (3 endpoints), with anomalies in the
-last 24 h so that every detector fires (5 sections spike, 5 bloat, 5 loop;
-short-output calls on expensive models are model_inefficiency findings).
-It is loaded through the real ingest service (`event_batch_ingest`, batches
-of 1000 events), so the aggregates the job reads (RunSection) are built
-exactly as in production.  The database grows step by step: to reach the
-next --events figure only the missing events are added (spread over the
-same 30 days, so the density grows), and a database that already holds
-enough is reused (--fresh starts over).
+runs of one section span and 1-3 calls to one endpoint (3 endpoints), with
+anomalies in the last 24 h so that every detector fires (5 sections spike,
+5 bloat, 5 loop; short-output calls on expensive models are
+model_inefficiency findings).
 
-At each step the job (`insights_compute` for the project, the four
-detectors plus the write of its insights) is run --repeats times; the table
-shows the first run, the median, and the median time of each detector.
+Loading.  Events go in through the real ingest service
+(`event_batch_ingest`, batches of 1000), so the aggregates the job reads
+(RunSection, DailyRollup) are built exactly as in production.  That path
+runs at a few thousand events/s here, so:
+- `--base 0` (honest mode): every event is ingested; the database grows to
+  each --events total in turn (only the missing events are added, over the
+  same 30 days) and is reused by later runs.
+- `--base N`: N events are ingested, and each --events total is reached by
+  copies of them: the base's events, runs and run sections again under new
+  event and run ids (same times, tokens, costs), and the daily rollups
+  scaled to match, i.e. exactly the rows and aggregates ingesting the copies
+  would produce.  A later, smaller total drops copies again.
 
-Databases: SQLite var/bench/insights.sqlite3 (WAL, the settings' PRAGMAs);
-PostgreSQL 127.0.0.1:5432 database llmobserve_bench_insights (created when
-missing; ANALYZE after loading, as autovacuum would).  Each database is
-driven by a child process of this script (Django is configured once per
-process from DATABASE_URL).
+At each total the job (`insights_compute` for the project: the four
+detectors plus storing the insights) runs --repeats times; the table shows
+the first run, the median wall time, this process's CPU time, and each
+part's median.  PostgreSQL gets VACUUM (ANALYZE) first, as autovacuum would
+after a bulk load.
+
+Databases: SQLite var/bench/insights.sqlite3 (honest) or
+var/bench/insights-base<N>.sqlite3 (WAL, the settings' PRAGMAs); PostgreSQL
+127.0.0.1:5432 llmobserve_bench_insights_honest or llmobserve_bench_insights
+(created when missing).  Each database is driven by a child process of this
+script (Django is configured once per process from DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -261,6 +271,36 @@ def _replicate(project_id: int, have: int, want: int) -> float:
     return time.perf_counter() - started
 
 
+def _shrink(project_id: int, have: int, want: int) -> float:
+    """Drop the copies numbered `want` and above (the reverse of _replicate)."""
+    from django.db import connection, transaction
+
+    from events.models import DailyRollup, Event, Run, RunSection
+
+    started = time.perf_counter()
+    if connection.vendor == "postgresql":
+        copy_no = "CAST(split_part({c}, '~', 2) AS integer)"
+    else:
+        copy_no = "CAST(substr({c}, instr({c}, '~') + 1) AS integer)"
+    renamed = {Event: "event_id", Run: "run_id", RunSection: "run_id"}
+    with transaction.atomic(), connection.cursor() as cursor:
+        for model, column in renamed.items():
+            cursor.execute(
+                f"DELETE FROM {model._meta.db_table} WHERE project_id = %s AND {column} LIKE %s "
+                f"AND {copy_no.format(c=column)} >= %s",
+                [project_id, f"%{COPY_MARK}%", want],
+            )
+        t = DailyRollup._meta.db_table
+        sums = ("calls", "errors", "unpriced_calls", "input_tokens", "output_tokens")
+        cursor.execute(
+            f"UPDATE {t} SET "
+            + ", ".join(f"{c} = {c} / %s * %s" for c in sums)
+            + ", cost_usd = cost_usd / %s * %s WHERE project_id = %s",
+            [have, want] * (len(sums) + 1) + [project_id],
+        )
+    return time.perf_counter() - started
+
+
 def child(db: str, targets: list[int], repeats: int, fresh: bool, base: int) -> None:
     _setup(db, fresh, base)
     from django.db import connection
@@ -282,13 +322,17 @@ def child(db: str, targets: list[int], repeats: int, fresh: bool, base: int) -> 
             want = max(1, round(target / have_base))
             if want > copies:
                 replicate_s = _replicate(project.id, copies, want)
+            elif want < copies:
+                replicate_s = _shrink(project.id, copies, want)
         else:
             have = events.count()
             if have < target:
                 rate = _generate(project.id, target - have, seed=1000 + step * 7 + have % 997)
-        if (rate or replicate_s) and connection.vendor == "postgresql":
+        if connection.vendor == "postgresql":
+            # What autovacuum does after a bulk load: statistics, and the
+            # visibility map that index-only scans need.
             with connection.cursor() as cursor:
-                cursor.execute("ANALYZE")
+                cursor.execute("VACUUM (ANALYZE)")
         result = {
             "db": db,
             "target": target,
@@ -306,7 +350,11 @@ def child(db: str, targets: list[int], repeats: int, fresh: bool, base: int) -> 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
-    parser.add_argument("--events", default="1000000,5000000", help="comma-separated totals, in increasing order")
+    parser.add_argument(
+        "--events",
+        default="1000000,5000000",
+        help="comma-separated totals, measured in this order (with --base a replicated database also shrinks)",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--fresh", action="store_true", help="drop the benchmark databases first")
     parser.add_argument(
@@ -318,7 +366,7 @@ def main() -> int:
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    targets = sorted(int(x.replace("_", "")) for x in args.events.split(","))
+    targets = [int(x.replace("_", "")) for x in args.events.split(",")]
     dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     if args.child:
         child(dbs[0], targets, args.repeats, args.fresh, args.base)
