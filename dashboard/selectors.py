@@ -112,13 +112,14 @@ def spend_top_list(
 
 def model_unpriced_list(*, project_id: int, since: dt.date) -> list[dict[str, Any]]:
     """Models that calls used but the registry has no price for."""
-    return list(
+    rows = (
         DailyRollup.objects.filter(project_id=project_id, day__gte=since, unpriced_calls__gt=0)
         .exclude(model="")
         .values("provider", "model")
         .annotate(calls=Sum("unpriced_calls"), last_day=Max("day"))
         .order_by("-calls", "provider", "model")
     )
+    return [dict(row) for row in rows]
 
 
 def run_filter_options(*, project_id: int, since: dt.date) -> dict[str, list[str]]:

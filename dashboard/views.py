@@ -115,7 +115,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         window = 7
     if window not in WINDOWS:
         window = 7
-    by = request.GET.get("by") if request.GET.get("by") in ("section", "model") else "section"
+    by: selectors.Dimension = "model" if request.GET.get("by") == "model" else "section"
     today = today_utc()
     start = today - dt.timedelta(days=CHART_DAYS - 1)
     window_start = today - dt.timedelta(days=window - 1)
