@@ -45,63 +45,6 @@ WINDOW = dt.timedelta(hours=24)
 BASELINE = dt.timedelta(days=7)
 
 
-def _section_filter(sections: set[str]) -> tuple[str, list[str]]:
-    """An `AND (section IN (…) OR section IS NULL)` clause for these labels ("" = no section)."""
-    named = sorted(sec for sec in sections if sec)
-    terms = []
-    if named:
-        terms.append(f"section IN ({', '.join(['%s'] * len(named))})")
-    if "" in sections:
-        terms.append("section IS NULL")
-    return f"AND ({' OR '.join(terms)})", named
-
-
-# --- the window's calls, grouped by run ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CallGroup:
-    """The window's calls of one run to one (section, provider, model, endpoint)."""
-
-    section: str  # "" outside any section
-    provider: str
-    model: str | None
-    endpoint: str | None
-    run_id: str
-    calls: int
-    errors: int
-    input_tokens: int
-    cached_input_tokens: int
-    output_tokens: int
-    cost_usd: float
-
-
-def _window_groups_sql() -> str:
-    t = Event._meta.db_table
-    return f"""
-        SELECT COALESCE(section, ''), COALESCE(provider, ''), model, endpoint, run_id, COUNT(*),
-               SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END),
-               SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens), SUM(cost_usd)
-        FROM {t}
-        WHERE project_id = %s AND started_at >= %s AND started_at < %s AND span_type <> 'section'
-        GROUP BY COALESCE(section, ''), COALESCE(provider, ''), model, endpoint, run_id
-    """
-
-
-def window_call_groups(w: Window) -> list[CallGroup]:
-    """One scan of the window's calls, shared by three detectors: a row per
-    (section, provider, model, endpoint, run), summed in SQL.  The result
-    has one row per run and call kind (not per event), which is what the
-    p95 over runs needs; sums per model are folded from it."""
-    return [
-        # PostgreSQL sums bigints as numeric: back to int / float.
-        CallGroup(sec, prov, mdl, ep, run, int(n), int(err), int(i or 0), int(c or 0), int(o or 0), float(cost or 0))
-        for sec, prov, mdl, ep, run, n, err, i, c, o, cost in _fetch(
-            _window_groups_sql(), [w.project_id, _db(w.start), _db(w.end)]
-        )
-    ]
-
-
 # --- section_spike ------------------------------------------------------------
 # Fires when the window's cost per run of a section > SPIKE_RATIO × its baseline cost per run.
 SPIKE_RATIO = 2.0
@@ -203,6 +146,63 @@ def _fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
 def _token_rates(rates: Rates) -> Rates:
     """The rates without the per-request fee (added once per call by the caller)."""
     return (rates[0], rates[1], rates[2], rates[3], rates[4], 0.0)
+
+
+def _section_filter(sections: set[str]) -> tuple[str, list[str]]:
+    """An `AND (section IN (…) OR section IS NULL)` clause for these labels ("" = no section)."""
+    named = sorted(sec for sec in sections if sec)
+    terms = []
+    if named:
+        terms.append(f"section IN ({', '.join(['%s'] * len(named))})")
+    if "" in sections:
+        terms.append("section IS NULL")
+    return f"AND ({' OR '.join(terms)})", named
+
+
+# --- the window's calls, grouped by run -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallGroup:
+    """The window's calls of one run to one (section, provider, model, endpoint)."""
+
+    section: str  # "" outside any section
+    provider: str
+    model: str | None
+    endpoint: str | None
+    run_id: str
+    calls: int
+    errors: int
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+def _window_groups_sql() -> str:
+    t = Event._meta.db_table
+    return f"""
+        SELECT COALESCE(section, ''), COALESCE(provider, ''), model, endpoint, run_id, COUNT(*),
+               SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END),
+               SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens), SUM(cost_usd)
+        FROM {t}
+        WHERE project_id = %s AND started_at >= %s AND started_at < %s AND span_type <> 'section'
+        GROUP BY COALESCE(section, ''), COALESCE(provider, ''), model, endpoint, run_id
+    """
+
+
+def window_call_groups(w: Window) -> list[CallGroup]:
+    """One scan of the window's calls, shared by three detectors: a row per
+    (section, provider, model, endpoint, run), summed in SQL.  The result
+    has one row per run and call kind (not per event), which is what the
+    p95 over runs needs; sums per model are folded from it."""
+    return [
+        # PostgreSQL sums bigints as numeric: back to int / float.
+        CallGroup(sec, prov, mdl, ep, run, int(n), int(err), int(i or 0), int(c or 0), int(o or 0), float(cost or 0))
+        for sec, prov, mdl, ep, run, n, err, i, c, o, cost in _fetch(
+            _window_groups_sql(), [w.project_id, _db(w.start), _db(w.end)]
+        )
+    ]
 
 
 # --- section_spike ---------------------------------------------------------------
