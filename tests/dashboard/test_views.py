@@ -478,3 +478,11 @@ def test_section_filter_same_runs_whether_sparse_or_dense(seeded, project, monke
     monkeypatch.setattr(ev, "SPARSE_SECTION_RUNS", sparse_limit)
     for section, runs in expected.items():
         assert pages(section) == runs
+
+
+@pytest.mark.django_db
+def test_not_found_page_keeps_the_layout(seeded, outsider_client):
+    response = outsider_client.get("/dashboard/runs/run-42/")
+    assert response.status_code == 404
+    body = response.content.decode()
+    assert "Not found" in body and 'class="mainnav"' in body and "run-42" not in body
