@@ -63,6 +63,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from llmobserve import section, trace
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_COLLECTOR_URL = "http://127.0.0.1:8000"
 SERVICE = "support-bot"
@@ -343,24 +345,18 @@ class SupportBot:
     """The instrumented application: plain code using `section` and `@trace`."""
 
     def __init__(self, clients: Clients, loop: asyncio.AbstractEventLoop, rng: random.Random) -> None:
-        from llmobserve import section, trace
-
         self.c = clients
         self.loop = loop
         self.rng = rng
-        self.section = section
         self.search_requests = 0
-        # Decorate here so the class reads like app code yet needs the SDK only at run time.
-        self.handle = trace(agent="support")(self.handle)
-        self.classify = trace(step="classify")(self.classify)
-        self.research = trace(agent="researcher")(self.research)
-        self.write = trace(agent="writer")(self.write)
 
+    @trace(agent="support")
     def handle(self, ticket: str, day: Day) -> str:
         intent = self.classify(ticket)
         sources = self.research(ticket, day)
         return self.write(ticket, intent, sources, day)
 
+    @trace(step="classify")
     def classify(self, ticket: str) -> str:
         # Two tiny questions, each with the whole policy: gpt-4o answering a
         # handful of tokens is what model_inefficiency looks for.
@@ -377,10 +373,11 @@ class SupportBot:
             labels.append(reply.choices[0].message.content or "")
         return labels[0]
 
+    @trace(agent="researcher")
     def research(self, ticket: str, day: Day) -> list[str]:
-        with self.section("tool:embed_query"):
+        with section("tool:embed_query"):
             vector = self.c.openai.embeddings.create(model="text-embedding-3-small", input=ticket).data[0].embedding
-        with self.section("tool:vector_search"):
+        with section("tool:vector_search"):
             found = self.c.index.query(vector=vector, top_k=day.answer_top_k, include_metadata=True, namespace="kb")
             docs = [(m.metadata or {}).get("text", "") for m in found.matches]
             if self.rng.random() < 0.3:  # sometimes the bot re-reads the best match's vector
@@ -399,7 +396,7 @@ class SupportBot:
         from openai import RateLimitError
 
         rejections = day.search_rejections(self.rng)
-        async with self.section("tool:web_search"):
+        async with section("tool:web_search"):
             for attempt in range(8):
                 headers = {}
                 self.search_requests += 1
@@ -424,6 +421,7 @@ class SupportBot:
                     continue
         return []
 
+    @trace(agent="writer")
     def write(self, ticket: str, intent: str, sources: list[str], day: Day) -> str:
         draft = ""
         for _ in range(day.writer_drafts):  # today: draft, critique, redraft
@@ -436,7 +434,7 @@ class SupportBot:
                 ],
             )
             draft = reply.choices[0].message.content or ""
-        with self.section("step:answer"):
+        with section("step:answer"):
             context = "\n\n".join(sources)
             answer = ""
             for prompt in ("Answer the customer using these documents.", "Now a one-line summary for the agent."):

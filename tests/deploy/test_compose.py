@@ -52,7 +52,7 @@ def settings_env_vars() -> set[str]:
 
 
 def dockerfile_copies() -> set[str]:
-    copied = set()
+    copied: set[str] = set()
     for line in DOCKERFILE.splitlines():
         if line.startswith("COPY "):
             copied.update(part.rstrip("/") for part in line.split()[1:-1])
