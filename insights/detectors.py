@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 
 from events.models import DailyRollup, Event, RunSection
@@ -614,7 +614,24 @@ def retry_loop(w: Window, groups: list[CallGroup] | None = None) -> list[Finding
 DETECTORS = ("section_spike", "model_inefficiency", "token_bloat", "retry_loop")
 
 
+# PostgreSQL: memory for the job's sorts and hash aggregates (the window's
+# grouped scan keys on five text columns); the default 4MB spills to disk.
+POSTGRES_WORK_MEM = "64MB"
+
+
 def detect_all(w: Window) -> list[Finding]:
+    """All four detectors; the window's calls are scanned once for three of them."""
+    if connection.vendor == "postgresql":
+        # A read-only transaction, so SET LOCAL ends with it.  (Not on SQLite,
+        # where a transaction would take the write lock: BEGIN IMMEDIATE.)
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL work_mem = '{POSTGRES_WORK_MEM}'")
+            return _detect_all(w)
+    return _detect_all(w)
+
+
+def _detect_all(w: Window) -> list[Finding]:
     table = price_table_current()
     groups = window_call_groups(w)
     return [
