@@ -69,7 +69,7 @@ cleanup() {
         sleep 0.5
     done
     for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    admin drop "$PG_URL" "$DB" "$REDIS_URL" "$REDIS_DB" >/dev/null 2>&1 || log "could not drop $DB"
+    admin drop "$PG_URL" "$DB" "$REDIS_URL" "$REDIS_DB" >/dev/null 2>&1 || log "cleanup: could not drop $DB or flush Redis db $REDIS_DB"
     rm -rf "$WORK"
     if [ "$status" = 0 ]; then log "PASSED"; fi
     exit "$status"
