@@ -192,3 +192,25 @@ def test_backdating_hook_moves_started_at_and_drops_the_attribute() -> None:
     assert exporter._send(events)
     assert sent[0][0] == {"started_at": "2026-11-25T08:59:58.620Z", "attributes": {"user_id": "u"}}
     assert sent[0][1]["started_at"] == "2026-11-26T09:00:00.120Z"
+
+
+def test_scenario_clears_each_threshold_with_room() -> None:
+    """The seed's day-to-day changes against insights/detectors.py, so a changed
+    threshold shows up here by name rather than as a missing insight."""
+    from insights import detectors as d
+
+    seed = load_seed()
+    today, before = seed.Day(0), seed.Day(3)
+    # section_spike: agent:writer's direct calls per run (same prompt, same output).
+    assert today.writer_drafts / before.writer_drafts > d.SPIKE_RATIO * 1.2
+    # token_bloat: step:answer's prompt is the retrieved documents (~300 tokens each) plus the question.
+    assert today.answer_top_k / before.answer_top_k > d.BLOAT_RATIO * 1.5
+    # retry_loop: two searches a run, each asked 1 + rejections times.
+    rng = seed.random.Random(1)
+    assert min(2 * (1 + today.search_rejections(rng)) for _ in range(50)) > d.RETRY_MAX_CALLS
+    assert max(2 * (1 + before.search_rejections(rng)) for _ in range(50)) <= d.RETRY_MAX_CALLS
+    # model_inefficiency: step:classify asks gpt-4o for 5 tokens.
+    assert 5 <= d.INEFFICIENCY_SIMPLE_MEDIAN_OUTPUT
+    # The test's scale clears every minimum.
+    assert RUNS_PER_DAY >= max(d.SPIKE_MIN_WINDOW_RUNS, d.RETRY_MIN_RUNS)
+    assert 2 * RUNS_PER_DAY >= max(d.BLOAT_MIN_WINDOW_CALLS, d.BLOAT_MIN_BASELINE_CALLS, d.INEFFICIENCY_MIN_CALLS)
