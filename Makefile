@@ -24,8 +24,10 @@ migrate: install
 run: migrate
 	$(PY) scripts/run.py --host $(HOST) --port $(PORT)
 
+# e.g. make seed SEED_ARGS="--days 2 --runs-per-day 5"
+SEED_ARGS ?=
 seed: install
-	$(PY) scripts/seed.py
+	$(PY) scripts/seed.py $(SEED_ARGS)
 
 test: install
 	$(PY) -m pytest -q
