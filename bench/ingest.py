@@ -2,7 +2,8 @@
 """Ingest and read benchmark for the collector (issue 2, "Benchmark").
 
     .venv/bin/python bench/ingest.py [--db sqlite|postgres|both] [--repeats N]
-                                     [--read-events 1000000] [--skip-reads]
+                                     [--read-events 1000000] [--skip-reads|--skip-ingest]
+                                     [--src TREE] [--compare OTHER_TREE] [--stages N]
 
 What it measures, all on this machine, all on loopback:
 
@@ -32,8 +33,19 @@ Databases (throughput ones are recreated on every run; read ones are kept):
   SQLite     var/bench-sqlite/tput/llmobserve.sqlite3, var/bench-sqlite/reads/…
   PostgreSQL 127.0.0.1:5432 databases llmobserve_bench and llmobserve_bench_reads
 
+4. Where a 1000-event batch goes (--stages N, default 10): in a child process
+   with Django set up on the throughput database, decode_batch and
+   event_batch_ingest timed by stage (price table, Python row/aggregate work,
+   the INSERT, the aggregate upserts, COMMIT), ms per batch.
+
+--src serves a given tree (e.g. `git archive HEAD | tar -x -C /tmp/snap`, to
+measure a commit while the working tree is being edited); --compare serves a
+second tree on the same databases and measures it beside the first, case by
+case, interleaved: an A/B of a proposed change against the same raw ceiling.
+
 Repetitions are interleaved (rep 1: every DB and batch size, then rep 2, …)
-and the table shows medians, with the min-max over repetitions.
+and the table shows medians, with the min-max over repetitions.  Clients set
+TCP_NODELAY (as urllib3 does).
 This script imports no Django: it drives manage.py and gunicorn as child
 processes and talks to the databases with sqlite3 / psycopg directly.
 """
@@ -625,7 +637,7 @@ class Results:
     raw: dict[str, list[float]] = field(default_factory=dict)
     raw_same_tx: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     raw_copy: dict[str, list[float]] = field(default_factory=dict)
-    reads: dict[tuple[str, str], list[list[float]]] = field(default_factory=dict)
+    reads: dict[tuple[str, str, str], list[list[float]]] = field(default_factory=dict)
     load: dict[str, str] = field(default_factory=dict)
     stages: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -771,10 +783,10 @@ def reads_rep(t: Target, rep: int, res: Results, per_endpoint: int, log: Any) ->
                     raise RuntimeError(f"{t.name}: run detail without a tree: {data[:200]!r}")
     finally:
         c.close()
-    res.reads.setdefault((t.vendor, "latest"), []).append(latest)
-    res.reads.setdefault((t.vendor, "detail"), []).append(detail)
+    res.reads.setdefault((t.variant, t.vendor, "latest"), []).append(latest)
+    res.reads.setdefault((t.variant, t.vendor, "detail"), []).append(detail)
     log(
-        f"  {t.name} rep {rep + 1}: GET /runs/latest median {statistics.median(latest):.1f} ms, "
+        f"  {t.name} rep {rep + 1} [{t.variant}]: GET /runs/latest median {statistics.median(latest):.1f} ms, "
         f"GET /runs/{{id}} median {statistics.median(detail):.1f} ms"
     )
 
@@ -858,6 +870,25 @@ def stages_rep(t: Target, rep: int, batches: int, res: Results, log: Any) -> Non
     log(f"  {t.name} rep {rep + 1} [{t.variant}]: in-process decode+ingest {got['total']:.1f} ms per 1000-event batch")
 
 
+def describe(tree: Path) -> str:
+    """The tree and, when it is a git checkout, its commit (and whether it is dirty)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if head.returncode == 0 and Path(tree, ".git").exists():
+            dirty = subprocess.run(
+                ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout.strip()
+            return f"{tree} @ {head.stdout.strip()}{' (dirty)' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return str(tree)
+
+
 def fmt_range(values: list[float], fmt: str = "{:,.0f}") -> str:
     med = statistics.median(values)
     if len(values) == 1:
@@ -870,12 +901,14 @@ def report(res: Results, vendors: list[str], args: argparse.Namespace) -> str:
     cmp = bool(args.compare)
     head = "| DB | batch | client threads | ours: POST /events via gunicorn | raw ceiling: executemany, 1000-row tx "
     head += "| ours / raw |" + (" compare: POST /events | compare / raw |" if cmp else "") + " raw, tx per batch |"
-    out = [
-        f"### Ingest throughput (events/s; median (min–max) of {args.repeats} interleaved repetitions)",
-        "",
-        head,
-        "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if cmp else "") + "---:|",
-    ]
+    out: list[str] = []
+    if res.ours:
+        out += [
+            f"### Ingest throughput (events/s; median (min–max) of {args.repeats} interleaved repetitions)",
+            "",
+            head,
+            "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if cmp else "") + "---:|",
+        ]
     for v in vendors:
         for size, clients, _ in HTTP_CASES:
             key = ("ours", v, size, clients)
@@ -916,20 +949,21 @@ def report(res: Results, vendors: list[str], args: argparse.Namespace) -> str:
             f"### Read latency through gunicorn, {args.read_events:,} events stored "
             f"(ms, client-side; median over all requests, in brackets the per-repetition medians)",
             "",
-            "| DB | GET /runs/latest (limit 50) | GET /runs/{run_id} (10–30 events) | target |",
-            "|---|---:|---:|---|",
+            "| DB | tree | GET /runs/latest (limit 50) | GET /runs/{run_id} (10–30 events) | target |",
+            "|---|---|---:|---:|---|",
         ]
-        for v in vendors:
-            if (v, "latest") not in res.reads:
+        for v, variant in itertools.product(vendors, ("ours", "compare")):
+            if (variant, v, "latest") not in res.reads:
                 continue
             cells = []
             for kind in ("latest", "detail"):
-                reps = res.reads[(v, kind)]
+                reps = res.reads[(variant, v, kind)]
                 flat = [x for r in reps for x in r]
                 per = ", ".join(f"{statistics.median(r):.1f}" for r in reps)
                 p90 = sorted(flat)[int(0.9 * (len(flat) - 1))]
                 cells.append(f"{statistics.median(flat):.1f} [{per}] p90 {p90:.1f}")
-            out.append(f"| {names[v]} | {cells[0]} | {cells[1]} | ≤ 20 ms |")
+            tree = "--src" if variant == "ours" else "--compare"
+            out.append(f"| {names[v]} | {tree} | {cells[0]} | {cells[1]} | ≤ 20 ms |")
         for v in vendors:
             if v in res.load:
                 out.append(f"\n{names[v]} read database: {res.load[v]}.")
@@ -939,8 +973,9 @@ def report(res: Results, vendors: list[str], args: argparse.Namespace) -> str:
         f"events of runs of 10–30 (sections, chat/embedding/vector calls with tokens and attributes), "
         f"bodies encoded before timing; raw rows pre-built; SQLite raw via the sqlite3 module "
         f"(WAL, synchronous=NORMAL, BEGIN IMMEDIATE), PostgreSQL raw via psycopg 3 executemany (pipelined). "
-        f"Throughput databases are fresh each run; {os.cpu_count()} CPUs; source tree {SRC}"
-        + (f"; compare tree {args.compare} (served on the same databases)." if cmp else "."),
+        f"Throughput databases are fresh each run; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
+        f"at the end; source tree {describe(SRC)}"
+        + (f"; compare tree {describe(args.compare)} (served on the same databases)." if cmp else "."),
     ]
     return "\n".join(out)
 
@@ -1012,13 +1047,18 @@ def main() -> int:
                 server_stop(t)
         if not args.skip_reads:
             reads = [Target(v, "reads") for v in vendors]
-            for t in reads:
+            for t in list(reads):
                 log(f"preparing {t.name} read database (kept between runs)")
                 prepare(t, fresh=False)
                 server_start(t)
                 load_reads(t, args.read_events, res, log)
                 if t.vendor == "postgres":
                     t.query("ANALYZE")
+                if args.compare:
+                    alt = Target(t.vendor, "reads", src=args.compare, variant="compare")
+                    alt.key, alt.project_id = t.key, t.project_id
+                    server_start(alt)
+                    reads.append(alt)
             for rep in range(args.repeats):
                 for t in reads if rep % 2 == 0 else list(reversed(reads)):
                     reads_rep(t, rep, res, args.read_requests, log)
