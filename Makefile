@@ -9,10 +9,10 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
 .PHONY: install run serve migrate seed test test-postgres test-sdk-openai1 lint bench
 
-$(VENV)/.installed: requirements.txt observe_sdk/pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt observe_sdk/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q -r requirements-dev.txt
 	$(PIP) install -q -e ./observe_sdk
 	touch $@
 
