@@ -429,7 +429,7 @@ def model_inefficiency(
         found_price = table.lookup(provider, model, w.end)
         if found_price is not None:
             price_ids[(provider, model)] = found_price[0]
-    rows = {
+    rows: dict[int, Any] = {
         p["id"]: p
         for p in Price.objects.filter(id__in=set(price_ids.values())).values(
             "id", "provider", "model", "cheaper_alternative"
@@ -560,11 +560,11 @@ def retry_loop(w: Window, groups: list[CallGroup] | None = None) -> list[Finding
     per_run: dict[tuple[str, str], dict[str, int]] = {}
     for g in window_call_groups(w) if groups is None else groups:
         if g.endpoint is not None:
-            runs = per_run.setdefault((g.section, g.endpoint), {})
-            runs[g.run_id] = runs.get(g.run_id, 0) + g.calls
+            by_run = per_run.setdefault((g.section, g.endpoint), {})
+            by_run[g.run_id] = by_run.get(g.run_id, 0) + g.calls
     window: dict[tuple[str, str], tuple[int, int, int, int]] = {}
-    for key, runs in per_run.items():
-        counts = sorted(runs.values())
+    for key, by_run in per_run.items():
+        counts = sorted(by_run.values())
         n = len(counts)
         window[key] = (n, counts[(95 * n + 99) // 100 - 1], sum(counts), counts[-1])
     firing = {k: v for k, v in window.items() if v[0] >= RETRY_MIN_RUNS and v[1] > RETRY_MAX_CALLS}

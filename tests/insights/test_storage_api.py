@@ -37,6 +37,12 @@ def all_four(history: History, at: dt.datetime = AT) -> None:
     history.ingest()
 
 
+def latest(project) -> InsightComputation:
+    computation = insight_computation_latest(project_id=project.id)
+    assert computation is not None
+    return computation
+
+
 def keys(insights):
     return sorted((i.kind, i.section, i.model, i.endpoint) for i in insights)
 
@@ -54,7 +60,7 @@ def test_compute_stores_all_four_kinds(project, history: History):
     all_four(history)
     insights = insights_compute(project_id=project.id, at=AT)
     assert keys(insights) == EXPECTED
-    computation = insight_computation_latest(project_id=project.id)
+    computation = latest(project)
     assert (computation.window_start, computation.window_end) == (AT - dt.timedelta(hours=24), AT)
     assert computation.baseline_start == AT - dt.timedelta(days=8)
     stored = Insight.objects.get(kind="section_spike")
@@ -71,7 +77,7 @@ def test_a_moment_with_an_offset_is_the_same_window(project, history: History):
     paris = dt.timezone(dt.timedelta(hours=1))
     insights = insights_compute(project_id=project.id, at=AT.astimezone(paris))
     assert keys(insights) == EXPECTED
-    assert insight_computation_latest(project_id=project.id).window_end == AT
+    assert latest(project).window_end == AT
 
 
 @pytest.mark.django_db
@@ -95,7 +101,7 @@ def test_an_older_moment_does_not_replace_the_latest(project, history: History):
     all_four(history)
     insights_compute(project_id=project.id, at=AT)
     insights_compute(project_id=project.id, at=AT - dt.timedelta(days=5))  # a look at the past
-    assert insight_computation_latest(project_id=project.id).window_end == AT
+    assert latest(project).window_end == AT
     assert keys(insight_list_latest(project_id=project.id)) == EXPECTED
 
 
