@@ -85,7 +85,9 @@ def decode_batch(body: bytes) -> tuple[list[EventIn | None], Errors, dict[int, s
         items: list[EventIn] = _list_decoder.decode(body) if is_list else _batch_decoder.decode(body).events
         errors: Errors = {}
         ids: dict[int, str | None] = {}
-        checked = _semantic_checks(items, errors, ids)
+        # An ASCII body without escapes cannot hold NUL or a lone surrogate.
+        text_clean = b"\\u" not in body and body.isascii()
+        checked = _semantic_checks(items, errors, ids, text_clean=text_clean)
         return checked, errors, ids
     except (msgspec.ValidationError, msgspec.DecodeError):
         pass
@@ -150,7 +152,7 @@ def _message_of(message: str) -> str:
 
 
 def _semantic_checks(
-    items: list[EventIn | None] | list[EventIn], errors: Errors, ids: dict[int, str | None]
+    items: list[EventIn | None] | list[EventIn], errors: Errors, ids: dict[int, str | None], text_clean: bool = False
 ) -> list[EventIn | None]:
     """Rules msgspec's types cannot say; bad events become None with an error."""
     out: list[EventIn | None] = []
@@ -159,7 +161,7 @@ def _semantic_checks(
             out.append(None)
             continue
         problem: tuple[str, str] | None = None
-        text_problem = _text_problem(ev)
+        text_problem = None if text_clean else _text_problem(ev)
         if text_problem:
             problem = (text_problem, "must not contain NUL characters or unpaired surrogates")
         elif ev.cached_input_tokens > ev.input_tokens:

@@ -95,7 +95,7 @@ def event_batch_ingest(*, project_id: int, events: list[EventIn]) -> IngestResul
     ordered = [unique[k] for k in sorted(unique)]
     table = price_table_current()
     now = timezone.now()
-    adapt = connection.ops.adapt_datetimefield_value
+    adapt = _fast_adapt()
     now_db = adapt(now)
     rows: list[tuple[Any, ...]] = []
     facts: dict[str, tuple[Any, ...]] = {}
@@ -179,7 +179,75 @@ def _cost(table: PriceTable, ev: EventIn) -> tuple[float, float | None, bool, in
     return cost, ev.cost_usd, True, price_id
 
 
+def _sqlite_datetime(value: dt.datetime) -> str:
+    # What django's SQLite adapt_datetimefield_value returns for an aware datetime, without its checks.
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ")
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _fast_adapt() -> Any:
+    if connection.vendor == "sqlite":
+        return _sqlite_datetime
+    if connection.vendor == "postgresql":
+        return _identity
+    return connection.ops.adapt_datetimefield_value
+
+
+COPY_MIN_ROWS = 64
+_SQLITE_ROW = "(" + ", ".join(["?"] * len(EVENT_COLUMNS)) + ")"
+
+
 def _insert_events(rows: list[tuple[Any, ...]]) -> set[str]:
+    if connection.vendor == "postgresql" and len(rows) >= COPY_MIN_ROWS:
+        return _insert_events_copy(rows)
+    if connection.vendor == "sqlite":
+        return _insert_events_sqlite(rows)
+    return _insert_events_values(rows)
+
+
+def _insert_events_copy(rows: list[tuple[Any, ...]]) -> set[str]:
+    """PostgreSQL: COPY the batch into a session temp table, then one
+    INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING."""
+    table = Event._meta.db_table
+    cols = ", ".join(EVENT_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS event_stage ON COMMIT DELETE ROWS AS "
+            f"SELECT {cols} FROM {table} WITH NO DATA"
+        )
+        cursor.execute("DELETE FROM event_stage")  # empty unless two batches share a transaction
+        with cursor.cursor.copy(f"COPY event_stage ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM event_stage ORDER BY event_id "
+            "ON CONFLICT (project_id, event_id) DO NOTHING RETURNING event_id"
+        )
+        return {r[0] for r in cursor.fetchall()}
+
+
+def _insert_events_sqlite(rows: list[tuple[Any, ...]]) -> set[str]:
+    """SQLite: the same multi-row INSERT, but with qmark placeholders on the
+    driver's connection, skipping Django's %s-to-? regex over a 60 KB statement."""
+    table = Event._meta.db_table
+    connection.ensure_connection()
+    raw = connection.connection
+    inserted: set[str] = set()
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        sql = (
+            f"INSERT INTO {table} ({', '.join(EVENT_COLUMNS)}) VALUES "
+            + ", ".join([_SQLITE_ROW] * len(chunk))
+            + " ON CONFLICT (project_id, event_id) DO NOTHING RETURNING event_id"
+        )
+        inserted.update(r[0] for r in raw.execute(sql, [value for row in chunk for value in row]).fetchall())
+    return inserted
+
+
+def _insert_events_values(rows: list[tuple[Any, ...]]) -> set[str]:
     table = Event._meta.db_table
     _, _, json_ph, _ = _vendor_sql()
     placeholders = ["%s"] * len(EVENT_COLUMNS)

@@ -132,7 +132,12 @@ if _database_url:
     if _db.get("ENGINE") not in {"django.db.backends.postgresql", "django.db.backends.sqlite3"}:
         raise ImproperlyConfigured(f"DATABASE_URL engine {_db.get('ENGINE')!r} is not supported (postgres or sqlite)")
 else:
-    _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "llmobserve.sqlite3")}
+    _db = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(VAR_DIR / "llmobserve.sqlite3"),
+        # Persistent: closing the last connection checkpoints and deletes the WAL on every request.
+        "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 60),
+    }
 
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the dashboard read while ingest writes; IMMEDIATE takes the

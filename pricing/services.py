@@ -9,7 +9,7 @@ from bisect import bisect_right
 from pathlib import Path
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -188,7 +188,9 @@ def price_table_current(*, fresh: bool = False) -> PriceTable:
     costed with a stale price for longer than it takes to notice.
     """
     global _table
-    stamp = tuple(Price.objects.aggregate(n=Count("id"), m=Max("updated_at"), i=Max("id")).values())
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*), MAX(updated_at), MAX(id) FROM {Price._meta.db_table}")
+        stamp = tuple(cursor.fetchone())
     cached = _table
     if cached is not None and cached[0] == stamp and not fresh:
         return cached[1]
