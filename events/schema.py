@@ -27,6 +27,9 @@ Amount = Annotated[float, msgspec.Meta(ge=0, le=MAX_NUMBER)]
 Moment = Annotated[dt.datetime, msgspec.Meta(tz=True)]
 
 
+EMPTY_RAW = msgspec.Raw(b"")
+
+
 class EventIn(msgspec.Struct, forbid_unknown_fields=False):
     event_id: Str128
     run_id: Str128
@@ -51,7 +54,9 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=False):
     status: Literal["ok", "error"] = "ok"
     error_type: OptStr256 = None
     service: OptStr128 = None
-    attributes: dict[str, Any] | None = None
+    # Kept as the raw JSON text: it is stored as it came, so it is never
+    # decoded into Python objects and encoded again on the hot path.
+    attributes: msgspec.Raw = msgspec.field(default_factory=lambda: EMPTY_RAW)
 
 
 class Batch(msgspec.Struct):
@@ -111,7 +116,18 @@ def decode_batch(body: bytes) -> tuple[list[EventIn | None], Errors, dict[int, s
             errors[index] = {"non_field_errors": ["an event must be a JSON object"]}
             continue
         try:
-            out.append(msgspec.convert(item, EventIn))
+            attributes = item.pop("attributes", None)
+            if attributes is not None and not isinstance(attributes, dict):
+                raise msgspec.ValidationError(
+                    "Expected `object`, got `" + type(attributes).__name__ + "` - at `$.attributes`"
+                )
+            ev = msgspec.convert(item, EventIn)
+            if attributes:
+                try:
+                    ev.attributes = msgspec.Raw(_encoder.encode(attributes))
+                except (UnicodeEncodeError, msgspec.EncodeError):
+                    ev.attributes = msgspec.Raw(b'{"\\u0000": 0}')  # rejected by the text check below
+            out.append(ev)
         except msgspec.ValidationError as exc:
             out.append(None)
             errors[index] = {_field_of(str(exc)): [_message_of(str(exc))]}
@@ -170,15 +186,8 @@ def _semantic_checks(
             problem = ("reasoning_tokens", "must not exceed output_tokens (output includes reasoning)")
         elif not (1 <= ev.started_at.year <= 9998):
             problem = ("started_at", "year out of range")
-        elif ev.attributes:
-            try:
-                encoded = _encoder.encode(ev.attributes)
-            except (UnicodeEncodeError, msgspec.EncodeError):
-                encoded = b"\\u0000"
-            if len(encoded) > ATTRIBUTES_MAX_BYTES:
-                problem = ("attributes", f"at most {ATTRIBUTES_MAX_BYTES} bytes of JSON")
-            elif b"\\u0000" in encoded:
-                problem = ("attributes", "must not contain NUL characters or unpaired surrogates")
+        elif len(ev.attributes):
+            problem = _attributes_problem(ev.attributes, text_clean)
         if problem:
             errors[index] = {problem[0]: [problem[1]]}
             ids[index] = ev.event_id if problem[0] != "event_id" else None
@@ -202,6 +211,33 @@ _TEXT_FIELDS = (
     "error_type",
     "service",
 )
+
+
+def _attributes_problem(raw: msgspec.Raw, text_clean: bool) -> tuple[str, str] | None:
+    data = bytes(raw)
+    if len(data) > ATTRIBUTES_MAX_BYTES:
+        return ("attributes", f"at most {ATTRIBUTES_MAX_BYTES} bytes of JSON")
+    if data == b"null":
+        return None
+    if data[:1] != b"{":
+        return ("attributes", "must be a JSON object")
+    if not text_clean and b"\\u" in data.lower():
+        # Only an escape can smuggle in NUL or a lone surrogate: decode to be sure.
+        try:
+            text = _encoder.encode(_any_decoder.decode(data)).decode("utf-8")
+        except (msgspec.DecodeError, msgspec.EncodeError, UnicodeError):
+            return ("attributes", "must not contain NUL characters or unpaired surrogates")
+        if "\\u0000" in text or "\x00" in text:
+            return ("attributes", "must not contain NUL characters or unpaired surrogates")
+    return None
+
+
+def attributes_text(raw: msgspec.Raw) -> str:
+    """The stored JSON text of an event's attributes ("{}" when absent or null)."""
+    data = bytes(raw)
+    if not data or data == b"null":
+        return "{}"
+    return data.decode("utf-8")
 
 
 def _text_problem(ev: EventIn) -> str | None:

@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from events.models import DailyRollup, Event, Run, RunSection
-from events.schema import EventIn, encode_json
+from events.schema import EventIn, attributes_text
 from pricing.models import price_cost
 from pricing.services import PriceTable, price_table_current
 
@@ -132,7 +132,7 @@ def event_batch_ingest(*, project_id: int, events: list[EventIn]) -> IngestResul
                 ev.status,
                 ev.error_type,
                 ev.service,
-                encode_json(ev.attributes) if ev.attributes else "{}",
+                attributes_text(ev.attributes),
                 now_db,
             )
         )
@@ -197,7 +197,6 @@ def _fast_adapt() -> Any:
 
 
 COPY_MIN_ROWS = 64
-_SQLITE_ROW = "(" + ", ".join(["?"] * len(EVENT_COLUMNS)) + ")"
 
 
 def _insert_events(rows: list[tuple[Any, ...]]) -> set[str]:
@@ -230,21 +229,37 @@ def _insert_events_copy(rows: list[tuple[Any, ...]]) -> set[str]:
 
 
 def _insert_events_sqlite(rows: list[tuple[Any, ...]]) -> set[str]:
-    """SQLite: the same multi-row INSERT, but with qmark placeholders on the
-    driver's connection, skipping Django's %s-to-? regex over a 60 KB statement."""
+    """SQLite: look up which event_ids already exist, then executemany the rest.
+
+    SQLite runs one writer at a time and our transactions BEGIN IMMEDIATE
+    (settings), so nothing can insert between the look-up and the insert:
+    the look-up is exact.  A prepared one-row INSERT run many times is the
+    fastest way into SQLite (the benchmark's raw ceiling does the same); the
+    unique key still guards it with ON CONFLICT DO NOTHING.
+    """
     table = Event._meta.db_table
     connection.ensure_connection()
     raw = connection.connection
-    inserted: set[str] = set()
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start : start + CHUNK]
-        sql = (
-            f"INSERT INTO {table} ({', '.join(EVENT_COLUMNS)}) VALUES "
-            + ", ".join([_SQLITE_ROW] * len(chunk))
-            + " ON CONFLICT (project_id, event_id) DO NOTHING RETURNING event_id"
+    project_id = rows[0][0]
+    ids = [row[1] for row in rows]
+    existing: set[str] = set()
+    for start in range(0, len(ids), 900):
+        part = ids[start : start + 900]
+        existing.update(
+            r[0]
+            for r in raw.execute(
+                f"SELECT event_id FROM {table} WHERE project_id = ? AND event_id IN ({', '.join('?' * len(part))})",
+                [project_id, *part],
+            )
         )
-        inserted.update(r[0] for r in raw.execute(sql, [value for row in chunk for value in row]).fetchall())
-    return inserted
+    fresh = [row for row in rows if row[1] not in existing] if existing else rows
+    if fresh:
+        raw.executemany(
+            f"INSERT INTO {table} ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) "
+            "ON CONFLICT (project_id, event_id) DO NOTHING",
+            fresh,
+        )
+    return {row[1] for row in fresh}
 
 
 def _insert_events_values(rows: list[tuple[Any, ...]]) -> set[str]:
