@@ -110,12 +110,13 @@ def run_list(
 
 def run_root_sections(*, project_id: int, run_ids: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {r: [] for r in run_ids}
-    rows = (
-        RunSection.objects.filter(project_id=project_id, run_id__in=run_ids, is_root=True)
-        .order_by("started_at", "section")
-        .values_list("run_id", "section")
+    # Sorted here, not by SQL: with ORDER BY started_at SQLite's planner takes
+    # the (project, started_at, …) index and reads every section of the
+    # project (0.4 s at 125k runs) instead of looking these runs up.
+    rows = RunSection.objects.filter(project_id=project_id, run_id__in=run_ids, is_root=True).values_list(
+        "run_id", "section", "started_at"
     )
-    for run_id, label in rows:
+    for run_id, label, _ in sorted(rows, key=lambda row: (row[2], row[1])):
         out[run_id].append(label)
     return out
 
