@@ -46,6 +46,10 @@ import time
 HERE = os.path.abspath(__file__)
 LIBS = ["bare", "llmobserve", "langfuse", "openllmetry"]
 SCENARIOS = ["sync", "sync_stream", "async", "async_stream"]
+# in-process pairs; *_usage: the caller passes stream_options include_usage itself, so the
+# upstream payload is identical with and without the SDK (isolates the SDK's own work from
+# the cost of the extra usage data the SDK asks for)
+PAIRED = SCENARIOS + ["sync_stream_usage", "async_stream_usage"]
 STREAM_CHUNKS = 20  # chunks the caller sees
 
 
@@ -197,6 +201,23 @@ class Runner:
             n += 1
         assert n == STREAM_CHUNKS, n
 
+    def one_sync_stream_usage(self):
+        # the caller asks for usage itself: same upstream payload with and without the SDK
+        n = 0
+        for _ in self.sync.chat.completions.create(
+            model="gpt-4o", messages=MSGS, stream=True, stream_options={"include_usage": True}
+        ):
+            n += 1
+        assert n == STREAM_CHUNKS + 1, n
+
+    async def one_async_stream_usage(self):
+        n = 0
+        async for _ in await self.asy.chat.completions.create(
+            model="gpt-4o", messages=MSGS, stream=True, stream_options={"include_usage": True}
+        ):
+            n += 1
+        assert n == STREAM_CHUNKS + 1, n
+
     async def one_async(self):
         await self.asy.chat.completions.create(model="gpt-4o", messages=MSGS)
 
@@ -252,8 +273,16 @@ def paired(r: Runner, scenario: str, pairs: int) -> dict:
     from llmobserve import _state
 
     cpu = time.thread_time
-    fn = {"sync": r.one_sync, "sync_stream": r.one_sync_stream}.get(scenario)
-    afn = {"async": r.one_async, "async_stream": r.one_async_stream}.get(scenario)
+    fn = {
+        "sync": r.one_sync,
+        "sync_stream": r.one_sync_stream,
+        "sync_stream_usage": r.one_sync_stream_usage,
+    }.get(scenario)
+    afn = {
+        "async": r.one_async,
+        "async_stream": r.one_async_stream,
+        "async_stream_usage": r.one_async_stream_usage,
+    }.get(scenario)
     on: list[float] = []
     off: list[float] = []
 
@@ -508,7 +537,7 @@ def main() -> None:
             print(f"  rep {rep + 1}/{reps} done", file=sys.stderr)
         pair = {}
         if "llmobserve" in workers:
-            for sc in SCENARIOS:
+            for sc in PAIRED:
                 pair[sc] = workers["llmobserve"].ask(op="paired", scenario=sc, n=pairs_n)
         bg = {}
         for lib in libs:  # one at a time so background threads do not overlap
@@ -591,7 +620,7 @@ def main() -> None:
         print()
         print("| scenario | bare median | instrumented median | added (diff of medians) | added (diff of 25th pct) |")
         print("|---|---|---|---|---|")
-        for sc in SCENARIOS:
+        for sc in PAIRED:
             p = pair[sc]
             print(
                 f"| {sc} | {p['off']:.0f} µs | {p['on']:.0f} µs "

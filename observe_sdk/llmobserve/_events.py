@@ -18,6 +18,7 @@ P_NONE = 0
 P_OPENAI_USAGE = 1  # payload: usage object/dict (or None)
 P_OPENAI_RAW = 2  # payload: raw JSON bytes of an OpenAI response (with_raw_response)
 P_PINECONE = 3  # payload: (usage, op, est_n, est_bytes, host, namespace, extra)
+P_TOKENS = 4  # payload: (input, output, cached_input, reasoning) already extracted
 
 _ts_sec = -1
 _ts_str = ""
@@ -182,7 +183,10 @@ def build_event(item: tuple) -> dict[str, Any]:
         attributes.update(attrs)
     inp = out = cached = reasoning = 0
     ru = wu = 0.0
-    if pkind == P_OPENAI_USAGE:
+    if pkind == P_TOKENS:
+        if payload is not None:
+            inp, out, cached, reasoning = payload
+    elif pkind == P_OPENAI_USAGE:
         if payload is not None:
             inp, out, cached, reasoning = openai_tokens(payload)
     elif pkind == P_OPENAI_RAW:

@@ -1,5 +1,5 @@
 """The background exporter: one daemon thread, a bounded queue, batching,
-gzip'd JSON over ``urllib`` (stdlib), retries with backoff, fork safety.
+gzip'd JSON over a kept-alive ``http.client`` connection (stdlib), retries with backoff, fork safety.
 
 The host only ever calls :meth:`Exporter.put`: one ``append`` on a bounded
 ``collections.deque`` (atomic under the GIL, no lock or condition variable,
@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import collections
 import gzip
+import http.client
 import json
 import logging
 import os
 import random
+import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from typing import Any
 
 from . import _state
@@ -85,8 +86,12 @@ class Exporter:
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._headers = headers
-        # Loopback/explicit collector: honour the usual *_PROXY env like any urllib client.
-        self._opener = urllib.request.build_opener()
+        parts = urllib.parse.urlsplit(self.url)
+        self._scheme = parts.scheme or "http"
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port
+        self._path = (parts.path or "/events") + (f"?{parts.query}" if parts.query else "")
+        self._conn: http.client.HTTPConnection | None = None
         self._init_runtime()
 
     # ---------------------------------------------------------------- lifecycle
@@ -108,6 +113,7 @@ class Exporter:
         self.cpu_seconds = 0.0  # worker thread CPU time (time.thread_time)
         self._cpu0 = 0.0
         self._failed_since_marker = False
+        self._conn = None  # never reuse a socket inherited across fork
         # set at exit / shutdown: cut backoff sleeps short, no further retries
         self._no_retry = False
         self._interrupt = threading.Event()
@@ -295,30 +301,51 @@ class Exporter:
                 )
             return False
 
-    def _post(self, body: bytes) -> tuple[int, float | None]:
-        req = urllib.request.Request(self.url, data=body, headers=self._headers, method="POST")
-        try:
-            with self._opener.open(req, timeout=self.request_timeout) as resp:
-                resp.read()
-                return resp.status, None
-        except urllib.error.HTTPError as e:
-            ra = None
+    def _new_conn(self) -> http.client.HTTPConnection:
+        if self._scheme == "https":
+            return http.client.HTTPSConnection(
+                self._host, self._port, timeout=self.request_timeout, context=ssl.create_default_context()
+            )
+        return http.client.HTTPConnection(self._host, self._port, timeout=self.request_timeout)
+
+    def _close_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
             try:
-                e.read()
-                h = e.headers.get("Retry-After") if e.headers is not None else None
-                if h is not None:
-                    ra = _parse_retry_after(h)
+                conn.close()
             except Exception:
                 pass
-            finally:
-                try:
-                    e.close()
-                except Exception:
-                    pass
-            return e.code, ra
-        except Exception:
-            logger.debug("llmobserve: POST %s failed", self.url, exc_info=True)
-            return 0, None
+
+    def _post(self, body: bytes) -> tuple[int, float | None]:
+        """One POST over a kept-alive connection (stdlib http.client); a
+        stale kept-alive connection is retried once on a fresh one.
+        Returns (status, retry_after); status 0 means a connection error."""
+        for _ in range(2):
+            conn = self._conn
+            reused = conn is not None
+            if conn is None:
+                conn = self._conn = self._new_conn()
+            try:
+                conn.request("POST", self._path, body=body, headers=self._headers)
+                resp = conn.getresponse()
+                resp.read()
+                status = resp.status
+                ra_header = resp.getheader("Retry-After")
+                if resp.will_close:
+                    self._close_conn()
+                ra = _parse_retry_after(ra_header) if ra_header else None
+                return status, ra
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self._close_conn()
+                if reused:
+                    continue  # the server dropped an idle keep-alive connection
+                logger.debug("llmobserve: POST %s failed", self.url, exc_info=True)
+                return 0, None
+            except Exception:
+                self._close_conn()
+                logger.debug("llmobserve: POST %s failed", self.url, exc_info=True)
+                return 0, None
+        return 0, None
 
 
 def _parse_retry_after(value: str) -> float | None:

@@ -539,3 +539,19 @@ def test_sampling_zero_records_nothing_and_one_everything(collector, oa_client):
         oa_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
     flushed(collector, 2)
     assert len(collector.events) == 2
+
+
+def test_finished_stream_is_freed_without_the_cycle_collector(obs, oa_client):
+    import weakref
+
+    gc.disable()
+    try:
+        s = oa_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
+        inner = weakref.ref(s.__wrapped__)
+        assert len(list(s)) == len(STREAM_WORDS) + 2
+        del s
+        assert inner() is None  # freed by reference counting: the SDK adds no reference cycle
+    finally:
+        gc.enable()
+    flushed(obs, 1)
+    assert obs.calls()[0]["input_tokens"] == 1200

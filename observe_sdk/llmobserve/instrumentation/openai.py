@@ -20,7 +20,7 @@ from typing import Any
 import wrapt
 
 from .. import _state
-from .._events import P_NONE, P_OPENAI_RAW, P_OPENAI_USAGE
+from .._events import P_NONE, P_OPENAI_RAW, P_TOKENS, openai_tokens
 from ..context import _current
 from ._patching import Patcher
 
@@ -121,9 +121,8 @@ def _finish(st: _StreamState, error_type: str | None = None, incomplete: bool = 
             attrs["ttft_ms"] = round((st.first - st.t0) * 1000.0, 3)
         if incomplete:
             attrs["stream_incomplete"] = True
-        _emit(
-            st.frame, "llm", st.name, "openai", st.model, st.wall, latency, error_type, P_OPENAI_USAGE, st.usage, attrs
-        )
+        tokens = None if st.usage is None else openai_tokens(st.usage)
+        _emit(st.frame, "llm", st.name, "openai", st.model, st.wall, latency, error_type, P_TOKENS, tokens, attrs)
     except Exception:  # pragma: no cover
         logger.debug("llmobserve: stream finish failed", exc_info=True)
 
@@ -199,29 +198,47 @@ def _scan_sse(sse: Any, st: _StreamState) -> bool:
     return False
 
 
+def _scan_events(events: Any, st: _StreamState) -> Any:
+    for sse in events:
+        if not _scan_sse(sse, st):
+            yield sse
+
+
+async def _ascan_events(events: Any, st: _StreamState) -> Any:
+    async for sse in events:
+        if not _scan_sse(sse, st):
+            yield sse
+
+
+def _iter_events_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    """Class-level wrapper of ``Stream._iter_events`` (called once per stream):
+    streams we proxy carry their state in ``_llmobserve_st``; others pass
+    straight through. State on the instance, not a closure, so no reference
+    cycle keeps a finished stream alive."""
+    st = getattr(instance, "_llmobserve_st", None)
+    if st is None:
+        return wrapped(*args, **kwargs)
+    return _scan_events(wrapped(*args, **kwargs), st)
+
+
+def _aiter_events_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    st = getattr(instance, "_llmobserve_st", None)
+    if st is None:
+        return wrapped(*args, **kwargs)
+    return _ascan_events(wrapped(*args, **kwargs), st)
+
+
+_sse_hooks = {"sync": False, "async": False}
+
+
 def _hook_sse(stream: Any, st: _StreamState, is_async: bool) -> None:
-    """Install the SSE-level scanner on this stream object (before iteration
-    starts). If openai's internals differ, leave ``st.hooked`` False and the
-    proxy falls back to inspecting parsed chunks."""
-    orig = getattr(stream, "_iter_events", None)
-    if orig is None or getattr(stream, "_iterator", None) is None:
+    """Route this stream's raw SSE events through :func:`_scan_sse` (before
+    iteration starts). If openai's internals differ, ``st.hooked`` stays
+    False and the proxy inspects parsed chunks instead."""
+    if not _sse_hooks["async" if is_async else "sync"] or getattr(stream, "_iterator", None) is None:
         return
-    if is_async:
-
-        async def _iter_events() -> Any:
-            async for sse in orig():
-                if not _scan_sse(sse, st):
-                    yield sse
-
-    else:
-
-        def _iter_events() -> Any:  # type: ignore[misc]
-            for sse in orig():
-                if not _scan_sse(sse, st):
-                    yield sse
-
     try:
-        stream._iter_events = _iter_events
+        stream._llmobserve_st = st
         st.hooked = True
     except Exception:  # pragma: no cover
         pass
@@ -388,8 +405,9 @@ def _record(frame: Any, name: str, model: Any, wall: float, latency: float, resu
             wall,
             latency,
             None,
-            P_OPENAI_USAGE,
-            usage,
+            P_TOKENS,
+            # four ints, not the usage object: a queued record stays ~200 bytes
+            None if usage is None else openai_tokens(usage),
             None,
         )
         return
@@ -544,10 +562,13 @@ def instrument() -> bool:
     _Stream, _AsyncStream = Stream, AsyncStream
     for module, path, name, kind, is_async in TARGETS:
         _patcher.patch(module, path, _make_async(name, kind) if is_async else _make_sync(name, kind))
+    _sse_hooks["sync"] = _patcher.patch("openai._streaming", "Stream._iter_events", _iter_events_wrapper)
+    _sse_hooks["async"] = _patcher.patch("openai._streaming", "AsyncStream._iter_events", _aiter_events_wrapper)
     return _patcher.applied
 
 
 def uninstrument() -> None:
+    _sse_hooks["sync"] = _sse_hooks["async"] = False
     _patcher.unpatch_all()
 
 
