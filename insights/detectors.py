@@ -29,8 +29,9 @@ Thresholds are the SPEC's; the minimums below keep small numbers quiet.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -619,16 +620,27 @@ DETECTORS = ("section_spike", "model_inefficiency", "token_bloat", "retry_loop")
 POSTGRES_WORK_MEM = "64MB"
 
 
+@contextlib.contextmanager
+def job_session() -> Iterator[None]:
+    """The database settings the detectors run under.
+
+    PostgreSQL: a read-only use of a transaction, so that SET LOCAL work_mem
+    ends with it.  SQLite: nothing (a transaction would take the write lock,
+    BEGIN IMMEDIATE, and block ingest for the job's duration).
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL work_mem = '{POSTGRES_WORK_MEM}'")
+        yield
+
+
 def detect_all(w: Window) -> list[Finding]:
     """All four detectors; the window's calls are scanned once for three of them."""
-    if connection.vendor == "postgresql":
-        # A read-only transaction, so SET LOCAL ends with it.  (Not on SQLite,
-        # where a transaction would take the write lock: BEGIN IMMEDIATE.)
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute(f"SET LOCAL work_mem = '{POSTGRES_WORK_MEM}'")
-            return _detect_all(w)
-    return _detect_all(w)
+    with job_session():
+        return _detect_all(w)
 
 
 def _detect_all(w: Window) -> list[Finding]:
