@@ -77,7 +77,9 @@ def run_list(
         qs = qs.filter(cost_usd__gte=f.min_cost)
     if cursor:
         when, ident = cursor_decode(cursor)
-        qs = qs.filter(Q(started_at__lt=when) | Q(started_at=when, id__lt=ident))
+        # The leading `started_at <= when` bounds the index range scan even
+        # when the planner cannot use the OR (e.g. stale statistics).
+        qs = qs.filter(Q(started_at__lte=when), Q(started_at__lt=when) | Q(id__lt=ident))
     sparse: list[str] | None = None
     if f.section:
         # A section few runs have: walking the newest runs and probing each for

@@ -137,21 +137,21 @@ class Api:
         self.key = key
 
     def _headers(self) -> dict[str, str]:
-        return {"HTTP_AUTHORIZATION": f"Bearer {self.key}"} if self.key else {}
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
 
     def post_events(self, payload: Any, *, gzip_body: bool = False, raw: bytes | None = None):  # type: ignore[no-untyped-def]
         body = raw if raw is not None else json.dumps(payload).encode()
         headers = self._headers()
         if gzip_body:
             body = gzip.compress(body)
-            headers["HTTP_CONTENT_ENCODING"] = "gzip"
-        return self.client.post("/events", data=body, content_type="application/json", **headers)
+            headers["Content-Encoding"] = "gzip"
+        return self.client.post("/events", data=body, content_type="application/json", headers=headers)
 
     def get(self, path: str, **params: Any):  # type: ignore[no-untyped-def]
-        return self.client.get(path, params, **self._headers())
+        return self.client.get(path, params, headers=self._headers())
 
     def put(self, path: str, payload: Any):  # type: ignore[no-untyped-def]
-        return self.client.put(path, data=json.dumps(payload), content_type="application/json", **self._headers())
+        return self.client.put(path, data=json.dumps(payload), content_type="application/json", headers=self._headers())
 
 
 @pytest.fixture

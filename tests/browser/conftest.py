@@ -36,7 +36,10 @@ def _chromium_missing_reason() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop
+# running on this thread while it is open, which would break every later
+# test that calls asyncio.run() (the SDK's async tests).
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     reason = _chromium_missing_reason()
     if reason:
