@@ -91,7 +91,7 @@ def _base_context(request: HttpRequest, choice: ProjectChoice, nav: str) -> dict
         "project": choice.current,
         "projects": choice.projects,
         "collector_url": collector_url,
-        "poll_seconds": getattr(settings, "DASHBOARD_POLL_SECONDS", 5),
+        "poll_seconds": settings.DASHBOARD_POLL_SECONDS,
     }
 
 

@@ -230,6 +230,8 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 INSIGHTS_INTERVAL_SECONDS = env_int("INSIGHTS_INTERVAL_SECONDS", 600, minimum=10)
+# How often the dashboard's run list polls for new runs.
+DASHBOARD_POLL_SECONDS = env_int("DASHBOARD_POLL_SECONDS", 5, minimum=1)
 
 LOGGING = {
     "version": 1,
