@@ -155,59 +155,70 @@ def _see(st: _StreamState, item: Any) -> bool:
     return False
 
 
-def _scan_sse(sse: Any, st: _StreamState) -> bool:
-    """Look at one raw SSE event of a chat/completions stream before openai
-    parses it. Records the usage-only chunk (``"choices": []`` with a usage
-    object) and returns True when it must be dropped (we injected it). In
-    the injected case it also strips the ``"usage": null`` member every other
-    chunk then carries, so openai builds exactly the objects it would have
-    built without us. A substring test first: ordinary chunks cost ~1 µs."""
-    try:
-        data = sse._data
-    except AttributeError:
-        data = sse.data
-    i = data.rfind('"usage"')  # usage sits near the end of a chunk
-    if i < 0:
-        return False
-    j = i + 7
-    if data.startswith(":null", j):
-        end = j + 5
-    elif data.startswith(": null", j):
-        end = j + 6
-    else:
-        end = -1
-    if end > 0:
-        if st.hide:
-            k = i - 1
-            while k >= 0 and data[k] == " ":
-                k -= 1
-            if k >= 0 and data[k] == ",":
-                try:
-                    sse._data = data[:k] + data[end:]
-                except AttributeError:  # pragma: no cover
-                    pass
-        return False
+def _usage_chunk(data: str) -> Any:
+    """The decoded chunk if ``data`` is a usage-only chunk (top-level
+    ``"choices": []`` and a usage object), else None."""
     try:
         d = json.loads(data)
     except Exception:
-        return False
+        return None
     if isinstance(d, dict) and d.get("choices") == [] and isinstance(d.get("usage"), dict):
-        st.usage = d["usage"]
-        st.model = d.get("model") or st.model
-        return st.hide
-    return False
+        return d
+    return None
 
 
 def _scan_events(events: Any, st: _StreamState) -> Any:
+    """Look at each raw SSE event of a chat/completions stream before openai
+    parses it. Records the usage-only chunk (and drops it when we injected
+    the request for it). In the injected case it also strips the
+    ``"usage": null`` member every other chunk then carries, so openai builds
+    exactly the objects it would have built without us. Per event: two or
+    three substring operations in C; the usage chunk alone is JSON-decoded."""
+    hide = st.hide
     for sse in events:
-        if not _scan_sse(sse, st):
+        try:
+            data = sse._data
+        except AttributeError:  # pragma: no cover - other openai internals
             yield sse
+            continue
+        if '"choices":[]' in data or '"choices": []' in data:
+            d = _usage_chunk(data)
+            if d is not None:
+                st.usage = d["usage"]
+                st.model = d.get("model") or st.model
+                if hide:
+                    continue
+        elif hide:
+            new = data.replace(',"usage":null', "", 1)
+            if len(new) == len(data):
+                new = data.replace(', "usage": null', "", 1)
+            if len(new) != len(data):
+                sse._data = new
+        yield sse
 
 
 async def _ascan_events(events: Any, st: _StreamState) -> Any:
+    hide = st.hide
     async for sse in events:
-        if not _scan_sse(sse, st):
+        try:
+            data = sse._data
+        except AttributeError:  # pragma: no cover
             yield sse
+            continue
+        if '"choices":[]' in data or '"choices": []' in data:
+            d = _usage_chunk(data)
+            if d is not None:
+                st.usage = d["usage"]
+                st.model = d.get("model") or st.model
+                if hide:
+                    continue
+        elif hide:
+            new = data.replace(',"usage":null', "", 1)
+            if len(new) == len(data):
+                new = data.replace(', "usage": null', "", 1)
+            if len(new) != len(data):
+                sse._data = new
+        yield sse
 
 
 def _iter_events_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -232,7 +243,7 @@ _sse_hooks = {"sync": False, "async": False}
 
 
 def _hook_sse(stream: Any, st: _StreamState, is_async: bool) -> None:
-    """Route this stream's raw SSE events through :func:`_scan_sse` (before
+    """Route this stream's raw SSE events through :func:`_scan_events` (before
     iteration starts). If openai's internals differ, ``st.hooked`` stays
     False and the proxy inspects parsed chunks instead."""
     if not _sse_hooks["async" if is_async else "sync"] or getattr(stream, "_iterator", None) is None:
