@@ -118,7 +118,11 @@ def test_worker_with_embedded_broker_and_beat(project, tmp_path):
     client = Celery(
         "llmobserve_site",
         broker="filesystem://",
-        broker_transport_options={"data_folder_in": str(queue), "data_folder_out": str(queue)},
+        broker_transport_options={
+            "data_folder_in": str(queue),
+            "data_folder_out": str(queue),
+            "control_folder": str(var / "celery" / "control"),  # else kombu writes ./control
+        },
     )
     client.send_task("insights.compute_insights_all", args=[start.isoformat()])
     # …and let beat send it again every 10 s.
