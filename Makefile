@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: install run serve migrate seed test test-postgres test-sdk-openai1 lint bench
+.PHONY: install run serve migrate seed test test-postgres test-sdk-openai1 lint bench bench-sdk
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt observe_sdk/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,3 +39,23 @@ test-postgres: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy .
+
+# The SDK's tests again on the last openai 1.x (built on httpx, not httpx2):
+# instrumentation that breaks when the client library moves is caught here.
+test-sdk-openai1:
+	rm -rf .venv-openai1
+	$(PYTHON) -m venv .venv-openai1
+	.venv-openai1/bin/pip install -q --upgrade pip
+	.venv-openai1/bin/pip install -q "openai==1.109.1" "pinecone==10.2.0" "wrapt==2.5.2" "pytest==9.2.0" -e ./observe_sdk
+	.venv-openai1/bin/python -m pytest observe_sdk/tests -q -p no:django -W ignore::pytest.PytestConfigWarning
+
+# Benchmarks (run on demand; they print tables).
+bench-sdk:
+	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install -q -r bench/requirements.txt
+	.venv-bench/bin/python bench/sdk_overhead.py
+
+bench: install
+	$(PY) bench/ingest.py
+	$(PY) bench/insights.py
+	$(PY) bench/dashboard.py
