@@ -8,62 +8,13 @@ import json
 import pytest
 
 from events.models import DailyRollup, Event, Run, RunSection
-from tests.conftest import Api, make_event
+from tests.conftest import SPEC_EXAMPLE_TREE, Api, make_event
 
 pytestmark = pytest.mark.django_db
 
 
-SPEC_EXAMPLE = [
-    {
-        "event_id": "6f1c-01",
-        "run_id": "run-42",
-        "span_id": "s-agent",
-        "parent_span_id": None,
-        "span_type": "section",
-        "name": "agent:researcher",
-        "section": "agent:researcher",
-        "section_path": "agent:researcher",
-        "latency_ms": 1840.0,
-        "started_at": "2026-11-26T09:00:00Z",
-        "status": "ok",
-        "service": "support-bot",
-    },
-    {
-        "event_id": "6f1c-02",
-        "run_id": "run-42",
-        "span_id": "s-tool",
-        "parent_span_id": "s-agent",
-        "span_type": "section",
-        "name": "tool:web_search",
-        "section": "tool:web_search",
-        "section_path": "agent:researcher/tool:web_search",
-        "latency_ms": 900.0,
-        "started_at": "2026-11-26T09:00:00.100Z",
-        "status": "ok",
-        "service": "support-bot",
-    },
-    {
-        "event_id": "6f1c-03",
-        "run_id": "run-42",
-        "span_id": "c-1",
-        "parent_span_id": "s-tool",
-        "span_type": "llm",
-        "name": "chat.completions.create",
-        "section": "tool:web_search",
-        "section_path": "agent:researcher/tool:web_search",
-        "provider": "openai",
-        "model": "gpt-4o-2024-08-06",
-        "endpoint": "chat.completions.create",
-        "input_tokens": 1200,
-        "cached_input_tokens": 1024,
-        "output_tokens": 150,
-        "latency_ms": 850.0,
-        "started_at": "2026-11-26T09:00:00.120Z",
-        "status": "ok",
-        "service": "support-bot",
-        "attributes": {"user_id": "u-7"},
-    },
-]
+# SPEC §2's example batch exactly: a tool section inside an agent section, one call in it.
+SPEC_EXAMPLE = SPEC_EXAMPLE_TREE[:3]
 
 
 def test_spec_example_is_accepted_and_stored(api: Api, project):
