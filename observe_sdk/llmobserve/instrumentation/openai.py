@@ -87,6 +87,22 @@ def _inject_usage(kwargs: dict) -> bool:
         kwargs["stream_options"] = new
         return True
     if so is None or not hasattr(so, "__getitem__"):  # absent / NOT_GIVEN / omit
+        # Sent through ``extra_body``, which openai merges into the JSON body
+        # as is: a ``stream_options`` kwarg would cost a pass of openai's
+        # TypedDict transform on every stream. Same request body either way.
+        eb = kwargs.get("extra_body")
+        if eb is None:
+            if so is None and "stream_options" in kwargs:
+                del kwargs["stream_options"]  # explicit None: would be sent as null
+            kwargs["extra_body"] = {"stream_options": {"include_usage": True}}
+            return True
+        if isinstance(eb, dict) and "stream_options" not in eb:
+            if so is None and "stream_options" in kwargs:
+                del kwargs["stream_options"]
+            new = dict(eb)
+            new["stream_options"] = {"include_usage": True}
+            kwargs["extra_body"] = new
+            return True
         kwargs["stream_options"] = {"include_usage": True}
         return True
     return False
@@ -181,6 +197,16 @@ def _scan_events(events: Any, st: _StreamState) -> Any:
         except AttributeError:  # pragma: no cover - other openai internals
             yield sse
             continue
+        if hide:
+            # the common case first: a content chunk carrying "usage": null
+            # (one replace for compact JSON, the API's form)
+            new = data.replace(',"usage":null', "", 1)
+            if len(new) == len(data):
+                new = data.replace(', "usage": null', "", 1)
+            if len(new) != len(data):
+                sse._data = new
+                yield sse
+                continue
         if '"choices":[]' in data or '"choices": []' in data:
             d = _usage_chunk(data)
             if d is not None:
@@ -188,12 +214,6 @@ def _scan_events(events: Any, st: _StreamState) -> Any:
                 st.model = d.get("model") or st.model
                 if hide:
                     continue
-        elif hide:
-            new = data.replace(',"usage":null', "", 1)
-            if len(new) == len(data):
-                new = data.replace(', "usage": null', "", 1)
-            if len(new) != len(data):
-                sse._data = new
         yield sse
 
 
@@ -205,6 +225,16 @@ async def _ascan_events(events: Any, st: _StreamState) -> Any:
         except AttributeError:  # pragma: no cover
             yield sse
             continue
+        if hide:
+            # the common case first: a content chunk carrying "usage": null
+            # (one replace for compact JSON, the API's form)
+            new = data.replace(',"usage":null', "", 1)
+            if len(new) == len(data):
+                new = data.replace(', "usage": null', "", 1)
+            if len(new) != len(data):
+                sse._data = new
+                yield sse
+                continue
         if '"choices":[]' in data or '"choices": []' in data:
             d = _usage_chunk(data)
             if d is not None:
@@ -212,12 +242,6 @@ async def _ascan_events(events: Any, st: _StreamState) -> Any:
                 st.model = d.get("model") or st.model
                 if hide:
                     continue
-        elif hide:
-            new = data.replace(',"usage":null', "", 1)
-            if len(new) == len(data):
-                new = data.replace(', "usage": null', "", 1)
-            if len(new) != len(data):
-                sse._data = new
         yield sse
 
 
