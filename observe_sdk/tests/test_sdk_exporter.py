@@ -40,8 +40,10 @@ def test_collector_unreachable_nothing_raises_and_flush_times_out(oa_client):
     t1 = time.perf_counter()
     assert llmobserve.flush(timeout=0.3) is False
     took = time.perf_counter() - t1
-    assert took < 0.6
-    assert host_time < 2.0
+    # Bounds are loose on purpose (a shared, loaded machine): what they catch is
+    # a wait on the unreachable collector, which would take seconds.
+    assert took < 1.5
+    assert host_time < 5.0
     # eventually the batch is given up after bounded retries and counted
     assert wait_for(lambda: llmobserve.stats()["dropped_failed"] >= 25, 5)
 
@@ -52,12 +54,12 @@ def test_collector_never_answers_flush_bounded(collector, oa_client):
     _record(3)
     t0 = time.perf_counter()
     assert llmobserve.flush(timeout=0.4) is False
-    assert time.perf_counter() - t0 < 0.8
+    assert time.perf_counter() - t0 < 2.0  # the collector sleeps 3 s: flush did not wait for it
 
 
 # ------------------------------------------------------------------------ slow
 def test_slow_collector_does_not_block_the_host(collector, oa_client):
-    collector.script = [{"sleep": 1.0}] * 3
+    collector.script = [{"sleep": 2.0}] * 3
     assert llmobserve.observe(collector.url, api_key="k", **FAST)
     durations = []
     for i in range(60):
@@ -68,8 +70,9 @@ def test_slow_collector_does_not_block_the_host(collector, oa_client):
             time.sleep(0.06)  # let the worker start a (slow) POST
     durations.sort()
     assert collector.got_request.wait(3)
-    assert durations[len(durations) // 2] < 0.05  # the bare mocked call takes ~1-2 ms
-    assert durations[-1] < 0.5  # never waits on the 1 s collector
+    # Loose bounds (shared machine); speed itself is bench/sdk_overhead.py's job.
+    assert durations[len(durations) // 2] < 0.25  # the bare mocked call takes ~1-2 ms
+    assert durations[-1] < 1.5  # never waits on the 2 s collector
     assert llmobserve.flush(10)
     assert len(collector.calls()) == 60
 
@@ -148,7 +151,7 @@ def test_queue_overflow_drops_and_counts(collector):
     st = llmobserve.stats()
     assert st["queued"] <= 100
     assert st["dropped"] >= 5000 - 100 - 50
-    assert per_call < 0.001
+    assert per_call < 0.005  # dropped at the door, never a wait on the stuck POST
     assert llmobserve.flush(5)
 
 
@@ -227,13 +230,16 @@ def _exit_delay(tmp_path, url, n):
 
 def test_exit_with_unreachable_collector_is_fast(tmp_path):
     delay = _exit_delay(tmp_path, unreachable_url(), 200)
-    assert delay < 0.5, delay  # refused connections: one quick attempt, no backoff at exit
+    # Refused connections: one quick attempt, no backoff at exit.  The bound is
+    # loose on purpose (a shared, loaded machine); a retry loop with backoff, as
+    # the peers do, takes several seconds.  bench/sdk_overhead.py measures it.
+    assert delay < 2.0, delay
 
 
 def test_exit_with_hanging_collector_is_bounded(tmp_path, collector):
     collector.script = [{"sleep": 5}] * 10
     delay = _exit_delay(tmp_path, collector.url, 200)
-    assert delay < 1.0, delay  # exit_timeout (0.5 s by default) caps it
+    assert delay < 3.0, delay  # exit_timeout (0.5 s by default) caps it: the collector sleeps 5 s a request
 
 
 def test_exit_flushes_pending_events_to_reachable_collector(tmp_path, collector):
@@ -242,7 +248,7 @@ def test_exit_flushes_pending_events_to_reachable_collector(tmp_path, collector)
     assert len(collector.events) == 25  # delivered by the atexit flush (flush_interval is 1 s)
     assert {e["service"] for e in collector.events} == {"exit-test"}
     bare = min(_run_script(tmp_path, collector.url, 25, "bare")[0] for _ in range(2))
-    assert delay - bare < 1.0
+    assert delay - bare < 3.0  # no multi-second wait at exit (loose bound: shared machine)
 
 
 def test_disabled_env_no_patching_no_thread_nothing_sent(tmp_path, collector):
