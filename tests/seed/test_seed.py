@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import json
+import os
+import random
 import sys
 import urllib.request
 from pathlib import Path
@@ -26,7 +28,11 @@ from pricing.services import price_table_current
 from projects.models import ApiKey, Project
 
 ROOT = Path(__file__).resolve().parents[2]
-DAYS, RUNS_PER_DAY = 2, 12
+# 20 runs a day, not the bare minimum of 12: with 12, some states of the
+# global `random` (which earlier tests move) left a detector just under its
+# minimum and the test failed depending on what ran before it.
+DAYS, RUNS_PER_DAY = 2, 20
+RANDOM_STATE = int(os.environ.get("SEED_TEST_RANDOM", "0"))
 
 
 def load_seed() -> Any:
@@ -52,6 +58,7 @@ def seeded(live_server, transactional_db, tmp_path, monkeypatch, capsys):  # typ
         monkeypatch.delenv(name, raising=False)
     project = Project.objects.create(name="default")
     _, key = ApiKey.generate(project=project)
+    random.seed(RANDOM_STATE)  # the fake upstreams draw from the global generator
     seed = load_seed()
     code = seed.main(
         [
