@@ -253,7 +253,3 @@ def _text_problem(ev: EventIn) -> str | None:
             except UnicodeEncodeError:
                 return field
     return None
-
-
-def encode_json(value: Any) -> str:
-    return _encoder.encode(value).decode()
