@@ -110,7 +110,8 @@ def _sse(include_usage: bool) -> bytes:
         for c in chunks:
             c["usage"] = None
         chunks.append(dict(base, choices=[], usage=USAGE))
-    return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    # compact JSON, as the OpenAI API sends it
+    return b"".join(b"data: " + json.dumps(c, separators=(",", ":")).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
 
 
 SSE_PLAIN = _sse(False)

@@ -336,6 +336,13 @@ def responses_sse(model: str, words: list[str]) -> bytes:
     return b"".join(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events)
 
 
+def _broken_body(hx: Any, head: bytes) -> Any:
+    """A (sync) response body that yields ``head`` and then breaks like a
+    dropped connection."""
+    yield head
+    raise hx.ReadError("peer closed connection")
+
+
 class OpenAIUpstream:
     """Handler for the transport's MockTransport: realistic JSON and SSE."""
 
@@ -344,6 +351,10 @@ class OpenAIUpstream:
         self.fail_with: int | None = None
         self.words = list(STREAM_WORDS)
         self.compact = False  # OpenAI's own SSE uses compact JSON
+        # chat streams: None, "drop" (the connection breaks after two chunks),
+        # "error_event" (an in-stream {"error": ...} event after two chunks),
+        # "ignore_usage" (a compatible server that never sends usage)
+        self.stream_fault: str | None = None
 
     def __call__(self, request: Any) -> Any:
         hx = http_module()
@@ -362,7 +373,15 @@ class OpenAIUpstream:
         if path.endswith("/chat/completions"):
             if stream:
                 inc = bool((body.get("stream_options") or {}).get("include_usage"))
-                return hx.Response(200, content=chat_sse(model, inc, self.words, self.compact), headers=sse)
+                fault = self.stream_fault
+                payload = chat_sse(model, inc and fault != "ignore_usage", self.words, self.compact)
+                if fault in ("drop", "error_event"):
+                    head = b"".join(e + b"\n\n" for e in payload.split(b"\n\n")[:2])
+                    if fault == "error_event":
+                        err = {"error": {"message": "overloaded", "type": "server_error", "param": None, "code": None}}
+                        return hx.Response(200, content=head + b"data: " + json.dumps(err).encode() + b"\n\n", headers=sse)
+                    return hx.Response(200, content=_broken_body(hx, head), headers=sse)
+                return hx.Response(200, content=payload, headers=sse)
             resp = chat_completion(model)
             rf = body.get("response_format") or {}
             if rf.get("type") == "json_schema":

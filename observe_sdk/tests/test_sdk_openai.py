@@ -417,6 +417,73 @@ def test_stream_garbage_collected_emits_once(obs, oa_client):
     assert obs.calls()[0]["attributes"]["stream_incomplete"] is True
 
 
+def test_stream_iterated_without_a_name_is_complete(obs, oa_client, oa_async_client):
+    # `for c in create(stream=True)` drops the returned stream object as soon
+    # as iteration starts: the event must still be the complete one
+    kw = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
+    n = 0
+    for _ in oa_client.chat.completions.create(**kw):
+        n += 1
+    it = iter(oa_client.chat.completions.create(**kw))
+    gc.collect()
+    n2 = len(list(it))
+
+    async def main():
+        return [c async for c in await oa_async_client.chat.completions.create(**kw)]
+
+    n3 = len(asyncio.run(main()))
+    assert n == n2 == n3 == len(STREAM_WORDS) + 2
+    flushed(obs, 3)
+    for e in obs.calls():
+        assert e["input_tokens"] == 1200 and e["status"] == "ok", e["attributes"]
+        assert "stream_incomplete" not in e["attributes"]
+
+
+def test_stream_broken_mid_way_is_recorded_as_error(obs, oa_client, upstream):
+    upstream.stream_fault = "drop"
+    s = oa_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
+    got = []
+    with pytest.raises(openai.APIConnectionError):
+        for c in s:
+            got.append(c)
+    assert len(got) == 2  # the caller saw what arrived, then openai's own error
+    flushed(obs, 1)
+    (e,) = obs.calls()
+    assert (e["status"], e["error_type"]) == ("error", "APIConnectionError")
+    assert e["attributes"]["stream"] is True and e["model"] == "gpt-4o-2024-08-06"
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_in_stream_error_event_is_recorded_as_error(obs, oa_client, oa_async_client, upstream, use_async):
+    upstream.stream_fault = "error_event"
+    kw = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
+
+    async def consume_async():
+        got = []
+        async for c in await oa_async_client.chat.completions.create(**kw):
+            got.append(c)
+        return got
+
+    with pytest.raises(openai.APIError, match="overloaded"):
+        if use_async:
+            asyncio.run(consume_async())
+        else:
+            list(oa_client.chat.completions.create(**kw))
+    flushed(obs, 1)
+    (e,) = obs.calls()
+    assert (e["status"], e["error_type"]) == ("error", "APIError"), (e["name"], e["attributes"], e["latency_ms"])
+
+
+def test_stream_without_usage_from_the_server_keeps_chunk_model(obs, oa_client, upstream):
+    upstream.stream_fault = "ignore_usage"  # e.g. an OpenAI-compatible server
+    got = list(oa_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True))
+    assert len(got) == len(STREAM_WORDS) + 2
+    flushed(obs, 1)
+    (e,) = obs.calls()
+    assert e["status"] == "ok" and e["input_tokens"] == 0 and e["model"] == "gpt-4o-2024-08-06"
+    assert "stream_incomplete" not in e["attributes"]
+
+
 def test_chat_stream_helper_context_manager(obs, oa_client, upstream):
     with oa_client.chat.completions.stream(model="gpt-4o", messages=[{"role": "user", "content": "q"}]) as s:
         deltas = [ev.delta for ev in s if ev.type == "content.delta"]

@@ -125,6 +125,16 @@ class _StreamState:
         self.kind = kind
         self.hooked = False  # usage captured at the SSE level
 
+    def __del__(self) -> None:
+        # The last of the proxy, the stream and the SSE scan holding this state
+        # is gone (``for c in create(stream=True)`` drops the proxy as soon as
+        # iteration starts): a stream never finished is recorded incomplete.
+        try:
+            if not self.done:
+                _finish(self, None, True)
+        except Exception:  # pragma: no cover - interpreter teardown
+            pass
+
 
 def _finish(st: _StreamState, error_type: str | None = None, incomplete: bool = False) -> None:
     if st.done:
@@ -144,7 +154,9 @@ def _finish(st: _StreamState, error_type: str | None = None, incomplete: bool = 
 
 
 def _see(st: _StreamState, item: Any) -> bool:
-    """Record what a chunk/event tells us; True if it must be hidden."""
+    """Record what a parsed chunk/event tells us; True if it must be hidden.
+    Used for Responses streams, and for chat/completions streams when the
+    SSE-level scan could not be hooked (other openai internals)."""
     if st.kind == RESPONSES:
         t = getattr(item, "type", None)
         if t is not None:
@@ -161,8 +173,6 @@ def _see(st: _StreamState, item: Any) -> bool:
         m = getattr(item, "model", None)
         if m:
             st.model = m
-    if st.hooked:
-        return False
     u = getattr(item, "usage", None)
     if u is not None:
         st.usage = u
@@ -183,66 +193,112 @@ def _usage_chunk(data: str) -> Any:
     return None
 
 
+def _model_of(data: str) -> str | None:
+    """The top-level ``"model"`` of the first chunk, without decoding it."""
+    i = data.find('"model":')
+    if i < 0:
+        return None
+    i = data.find('"', i + 8)
+    j = data.find('"', i + 1)
+    return data[i + 1 : j] if 0 < i < j else None
+
+
+def _first_event(data: str, st: _StreamState) -> None:
+    st.first = _perf()
+    m = _model_of(data)
+    if m:
+        st.model = m
+
+
+def _special_event(sse: Any, data: str, st: _StreamState) -> bool:
+    """A chat/completions SSE event that is not a plain content chunk:
+    ``[DONE]``, the usage-only chunk, an in-stream error. True when it must be
+    dropped (the usage chunk we asked for)."""
+    if data[:1] != "{":
+        if data.startswith("[DONE]"):
+            _finish(st)  # openai stops reading here: the stream is complete
+        return False
+    if '"choices":[]' in data or '"choices": []' in data:
+        d = _usage_chunk(data)
+        if d is not None:
+            st.usage = d["usage"]
+            st.model = d.get("model") or st.model
+            return st.hide
+    elif data.startswith('{"error"'):
+        _finish(st, "APIError")  # openai raises APIError for this event
+    return False
+
+
+# _scan_events / _ascan_events look at each raw SSE event of a chat/completions
+# stream before openai parses it. The per-event step is inlined in both (a call
+# per event would cost more than the step itself) and is one or two C-level
+# string operations: when we asked for usage every content chunk carries
+# ``"usage":null``, which we strip (compact JSON, the API's form, first;
+# ``replace`` hands back the same object when there is nothing to replace) so
+# openai builds exactly the objects it would have built without us. Anything
+# else (``[DONE]``, the usage chunk, an error) goes to _special_event.
+# The stream's event is emitted at ``[DONE]``, when the events end, on an
+# upstream error, or when the stream is abandoned (GeneratorExit).
+
+
 def _scan_events(events: Any, st: _StreamState) -> Any:
-    """Look at each raw SSE event of a chat/completions stream before openai
-    parses it. Records the usage-only chunk (and drops it when we injected
-    the request for it). In the injected case it also strips the
-    ``"usage": null`` member every other chunk then carries, so openai builds
-    exactly the objects it would have built without us. Per event: two or
-    three substring operations in C; the usage chunk alone is JSON-decoded."""
     hide = st.hide
-    for sse in events:
-        try:
+    try:
+        for sse in events:
             data = sse._data
-        except AttributeError:  # pragma: no cover - other openai internals
-            yield sse
-            continue
-        if hide:
-            # the common case first: a content chunk carrying "usage": null
-            # (one replace for compact JSON, the API's form)
-            new = data.replace(',"usage":null', "", 1)
-            if len(new) == len(data):
-                new = data.replace(', "usage": null', "", 1)
-            if len(new) != len(data):
-                sse._data = new
-                yield sse
-                continue
-        if '"choices":[]' in data or '"choices": []' in data:
-            d = _usage_chunk(data)
-            if d is not None:
-                st.usage = d["usage"]
-                st.model = d.get("model") or st.model
-                if hide:
+            if st.first is None:
+                _first_event(data, st)
+            if hide:
+                new = data.replace(',"usage":null', "", 1)
+                if new is data:
+                    new = data.replace(', "usage": null', "", 1)
+                if new is not data:
+                    sse._data = new
+                    yield sse
                     continue
-        yield sse
+            elif '"choices":[{' in data or '"choices": [{' in data:
+                yield sse  # a content chunk (the caller asked for usage itself)
+                continue
+            if _special_event(sse, data, st):
+                continue
+            yield sse
+    except GeneratorExit:
+        _finish(st, None, True)
+        raise
+    except BaseException as e:
+        _finish(st, type(e).__name__)
+        raise
+    _finish(st)
 
 
 async def _ascan_events(events: Any, st: _StreamState) -> Any:
     hide = st.hide
-    async for sse in events:
-        try:
+    try:
+        async for sse in events:
             data = sse._data
-        except AttributeError:  # pragma: no cover
-            yield sse
-            continue
-        if hide:
-            # the common case first: a content chunk carrying "usage": null
-            # (one replace for compact JSON, the API's form)
-            new = data.replace(',"usage":null', "", 1)
-            if len(new) == len(data):
-                new = data.replace(', "usage": null', "", 1)
-            if len(new) != len(data):
-                sse._data = new
+            if st.first is None:
+                _first_event(data, st)
+            if hide:
+                new = data.replace(',"usage":null', "", 1)
+                if new is data:
+                    new = data.replace(', "usage": null', "", 1)
+                if new is not data:
+                    sse._data = new
+                    yield sse
+                    continue
+            elif '"choices":[{' in data or '"choices": [{' in data:
                 yield sse
                 continue
-        if '"choices":[]' in data or '"choices": []' in data:
-            d = _usage_chunk(data)
-            if d is not None:
-                st.usage = d["usage"]
-                st.model = d.get("model") or st.model
-                if hide:
-                    continue
-        yield sse
+            if _special_event(sse, data, st):
+                continue
+            yield sse
+    except GeneratorExit:
+        _finish(st, None, True)
+        raise
+    except BaseException as e:
+        _finish(st, type(e).__name__)
+        raise
+    _finish(st)
 
 
 def _iter_events_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -282,29 +338,29 @@ def _hook_sse(stream: Any, st: _StreamState, is_async: bool) -> None:
 class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
     """Transparent proxy over ``openai.Stream``: same chunks (minus the usage
     chunk we asked for), same attributes, ``with``/``close()`` keep working.
-    Emits the event once: exhausted, closed, exited, or garbage-collected."""
+    Emits the event once: exhausted, closed, exited, or garbage-collected
+    (see ``_StreamState.__del__``).
+
+    When the SSE scan is hooked (the usual case) iteration is openai's own
+    iterator, untouched: the scan below openai's parser sees every event, so
+    the proxy adds nothing per chunk."""
 
     def __init__(self, wrapped: Any, state: _StreamState) -> None:
         super().__init__(wrapped)
         self._self_state = state
 
     def __iter__(self) -> Any:
+        if self._self_state.hooked:
+            return self.__wrapped__.__iter__()
+        return self._iter_parsed()
+
+    def _iter_parsed(self) -> Any:
         st = self._self_state
         try:
-            if st.hooked:
-                # usage is captured below openai's parser: after the first
-                # chunk, delegate at C speed with no per-chunk Python work
-                it = iter(self.__wrapped__)
-                for item in it:
-                    _see(st, item)
-                    yield item
-                    break
-                yield from it
-            else:
-                for item in self.__wrapped__:
-                    if _see(st, item):
-                        continue
-                    yield item
+            for item in self.__wrapped__:
+                if _see(st, item):
+                    continue
+                yield item
         except GeneratorExit:
             _finish(st, None, True)
             raise
@@ -315,6 +371,8 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
 
     def __next__(self) -> Any:
         st = self._self_state
+        if st.hooked:
+            return self.__wrapped__.__next__()
         nxt = self.__wrapped__.__next__
         while True:
             try:
@@ -344,14 +402,6 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         finally:
             _finish(self._self_state, None, True)
 
-    def __del__(self) -> None:
-        try:
-            st = self._self_state
-        except Exception:
-            return
-        if not st.done:
-            _finish(st, None, True)
-
     def __copy__(self) -> Any:  # pragma: no cover
         raise NotImplementedError
 
@@ -366,7 +416,12 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         super().__init__(wrapped)
         self._self_state = state
 
-    async def __aiter__(self) -> Any:
+    def __aiter__(self) -> Any:
+        if self._self_state.hooked:
+            return self.__wrapped__.__aiter__()
+        return self._aiter_parsed()
+
+    async def _aiter_parsed(self) -> Any:
         st = self._self_state
         try:
             async for item in self.__wrapped__:
@@ -383,6 +438,8 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
 
     async def __anext__(self) -> Any:
         st = self._self_state
+        if st.hooked:
+            return await self.__wrapped__.__anext__()
         nxt = self.__wrapped__.__anext__
         while True:
             try:
@@ -411,14 +468,6 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
             return await self.__wrapped__.close()
         finally:
             _finish(self._self_state, None, True)
-
-    def __del__(self) -> None:
-        try:
-            st = self._self_state
-        except Exception:
-            return
-        if not st.done:
-            _finish(st, None, True)
 
     def __copy__(self) -> Any:  # pragma: no cover
         raise NotImplementedError
