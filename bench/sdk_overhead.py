@@ -397,15 +397,21 @@ def memory_child(n_events: int, n_calls: int) -> None:
     gc.collect()
     out = {"rss_start_mb": proc.memory_info().rss / 2**20, "checkpoints": []}
     t = time.perf_counter()
-    step = n_events // 5
+    step = max(1, n_events // 5)
     for i in range(1, n_events + 1):
         with section("mem"):
             pass
         if i % step == 0:
             out["checkpoints"].append((i, round(proc.memory_info().rss / 2**20, 1)))
     out["events_s"] = time.perf_counter() - t
-    for _ in range(n_calls):
+    step = max(1, n_calls // 5)
+    out["call_checkpoints"] = []
+    t = time.perf_counter()
+    for i in range(1, n_calls + 1):
         sync.chat.completions.create(model="gpt-4o", messages=MSGS)
+        if i % step == 0:
+            out["call_checkpoints"].append((i, round(proc.memory_info().rss / 2**20, 1)))
+    out["calls_s"] = time.perf_counter() - t
     gc.collect()
     st = llmobserve.stats()
     out.update(
@@ -508,6 +514,8 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=None)
     ap.add_argument("--libs", default=",".join(LIBS))
     ap.add_argument("--mem-events", type=int, default=1_000_000)
+    # real instrumented OpenAI calls after the events (1,000,000 takes ~25 min)
+    ap.add_argument("--mem-calls", type=int, default=20_000)
     args = ap.parse_args()
     reps = args.reps or (5 if args.quick else 15)
     block = args.block or (40 if args.quick else 100)
@@ -568,7 +576,7 @@ def main() -> None:
     )
     mem = json.loads(
         subprocess.run(
-            [sys.executable, HERE, "--memory", str(args.mem_events), "2000" if args.quick else "20000"],
+            [sys.executable, HERE, "--memory", str(args.mem_events), str(2000 if args.quick else args.mem_calls)],
             capture_output=True,
             text=True,
             timeout=3600,
@@ -636,7 +644,7 @@ def main() -> None:
         f"llmobserve memory, collector down: RSS {mem['rss_start_mb']:.1f} MB before -> "
         f"{mem['rss_end_mb']:.1f} MB after {mem['events']:,} recorded events "
         f"({args.mem_events:,} section events + {mem['events'] - args.mem_events:,} OpenAI calls); "
-        f"checkpoints (events, MB): {mem['checkpoints']}; queue {mem['queued']}, dropped {mem['dropped']:,}, "
+        f"checkpoints (events, MB): {mem['checkpoints']}; (calls, MB): {mem['call_checkpoints']}; queue {mem['queued']}, dropped {mem['dropped']:,}, "
         f"given up after retries {mem['dropped_failed']:,}"
     )
 

@@ -22,17 +22,18 @@ P_TOKENS = 4  # payload: (input, output, cached_input, reasoning) already extrac
 
 _ts_sec = -1
 _ts_str = ""
+# ".000Z" … ".999Z": a table look-up instead of a format spec per event
+_MS_SUFFIX = tuple(f".{i:03d}Z" for i in range(1000))
 
 
 def format_ts(t: float) -> str:
     """RFC 3339 UTC with milliseconds, e.g. ``2026-11-26T09:00:00.120Z``."""
     global _ts_sec, _ts_str
     sec = int(t)
-    ms = int((t - sec) * 1000.0)
     if sec != _ts_sec:
         _ts_str = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         _ts_sec = sec
-    return f"{_ts_str}.{ms:03d}Z"
+    return _ts_str + _MS_SUFFIX[int((t - sec) * 1000.0)]
 
 
 def _get(obj: Any, key: str) -> Any:
@@ -176,11 +177,10 @@ def build_event(item: tuple) -> dict[str, Any]:
         }
 
     (_, frame, span_type, name, provider, model, wall, latency, error_type, pkind, payload, attrs) = item
-    attributes: dict[str, Any] = {}
+    # the call's own attrs dict is ours (built for this record): reuse it
+    attributes: dict[str, Any] = attrs if attrs is not None else {}
     if frame is not None and frame.attrs:
-        attributes.update(frame.attrs)
-    if attrs:
-        attributes.update(attrs)
+        attributes = {**frame.attrs, **attributes}
     inp = out = cached = reasoning = 0
     ru = wu = 0.0
     if pkind == P_TOKENS:

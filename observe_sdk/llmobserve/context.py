@@ -39,12 +39,13 @@ _long_prefix = os.urandom(10).hex()
 _long_counter = itertools.count(1)
 
 
+# printf-style formatting: cheaper than a format spec in an f-string
 def new_span_id() -> str:
-    return f"{_id_prefix}{next(_id_counter):x}"
+    return "%s%x" % (_id_prefix, next(_id_counter))
 
 
 def new_run_id() -> str:
-    return f"{_long_prefix}{next(_long_counter):012x}"
+    return "%s%012x" % (_long_prefix, next(_long_counter))
 
 
 new_event_id = new_run_id
