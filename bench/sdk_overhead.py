@@ -111,7 +111,8 @@ def _sse(include_usage: bool) -> bytes:
             c["usage"] = None
         chunks.append(dict(base, choices=[], usage=USAGE))
     # compact JSON, as the OpenAI API sends it
-    return b"".join(b"data: " + json.dumps(c, separators=(",", ":")).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    body = b"".join(b"data: " + json.dumps(c, separators=(",", ":")).encode() + b"\n\n" for c in chunks)
+    return body + b"data: [DONE]\n\n"
 
 
 SSE_PLAIN = _sse(False)
@@ -644,7 +645,8 @@ def main() -> None:
         f"llmobserve memory, collector down: RSS {mem['rss_start_mb']:.1f} MB before -> "
         f"{mem['rss_end_mb']:.1f} MB after {mem['events']:,} recorded events "
         f"({args.mem_events:,} section events + {mem['events'] - args.mem_events:,} OpenAI calls); "
-        f"checkpoints (events, MB): {mem['checkpoints']}; (calls, MB): {mem['call_checkpoints']}; queue {mem['queued']}, dropped {mem['dropped']:,}, "
+        f"checkpoints (events, MB): {mem['checkpoints']}; (calls, MB): {mem['call_checkpoints']}; "
+        f"queue {mem['queued']}, dropped {mem['dropped']:,}, "
         f"given up after retries {mem['dropped_failed']:,}"
     )
 

@@ -379,7 +379,9 @@ class OpenAIUpstream:
                     head = b"".join(e + b"\n\n" for e in payload.split(b"\n\n")[:2])
                     if fault == "error_event":
                         err = {"error": {"message": "overloaded", "type": "server_error", "param": None, "code": None}}
-                        return hx.Response(200, content=head + b"data: " + json.dumps(err).encode() + b"\n\n", headers=sse)
+                        return hx.Response(
+                            200, content=head + b"data: " + json.dumps(err).encode() + b"\n\n", headers=sse
+                        )
                     return hx.Response(200, content=_broken_body(hx, head), headers=sse)
                 return hx.Response(200, content=payload, headers=sse)
             resp = chat_completion(model)

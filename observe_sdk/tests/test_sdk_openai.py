@@ -476,7 +476,9 @@ def test_in_stream_error_event_is_recorded_as_error(obs, oa_client, oa_async_cli
 
 def test_stream_without_usage_from_the_server_keeps_chunk_model(obs, oa_client, upstream):
     upstream.stream_fault = "ignore_usage"  # e.g. an OpenAI-compatible server
-    got = list(oa_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True))
+    got = list(
+        oa_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
+    )
     assert len(got) == len(STREAM_WORDS) + 2
     flushed(obs, 1)
     (e,) = obs.calls()

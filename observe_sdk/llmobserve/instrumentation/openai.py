@@ -543,6 +543,55 @@ def _error(frame: Any, name: str, model: Any, wall: float, t0: float, e: BaseExc
         logger.debug("llmobserve: error record failed", exc_info=True)
 
 
+def _prepare(kwargs: dict, kind: int, streamable: bool) -> tuple[bool, bool, str | None]:
+    """(stream, hide, raw) for a call about to start; may add the usage
+    request to ``kwargs``."""
+    stream = hide = False
+    raw = None
+    try:
+        if kwargs.get("extra_headers"):
+            raw = _raw_mode(kwargs)
+        if streamable and kwargs.get("stream") is True:
+            stream = True
+            if raw is None and kind != RESPONSES:
+                hide = _inject_usage(kwargs)
+    except Exception:  # pragma: no cover
+        pass
+    return stream, hide, raw
+
+
+def _result(
+    frame: Any,
+    name: str,
+    kind: int,
+    model: Any,
+    wall: float,
+    t0: float,
+    result: Any,
+    stream: bool,
+    hide: bool,
+    raw: Any,
+) -> Any:
+    """Record a finished call, or hand back a stream proxy that records it
+    when the stream ends. Returns what the caller gets."""
+    try:
+        if stream and raw is None:
+            if _Stream is not None and isinstance(result, _Stream):
+                st = _StreamState(frame, name, model, wall, t0, hide, kind)
+                if kind != RESPONSES:
+                    _hook_sse(result, st, False)
+                return SyncStreamProxy(result, st)
+            if _AsyncStream is not None and isinstance(result, _AsyncStream):
+                st = _StreamState(frame, name, model, wall, t0, hide, kind)
+                if kind != RESPONSES:
+                    _hook_sse(result, st, True)
+                return AsyncStreamProxy(result, st)
+        _record(frame, name, model, wall, _perf() - t0, result, raw)
+    except Exception:
+        logger.debug("llmobserve: record failed", exc_info=True)
+    return result
+
+
 def _make_sync(name: str, kind: int) -> Any:
     streamable = kind in (CHAT, RESPONSES, COMPLETIONS) and not name.endswith(".parse")
 
@@ -550,22 +599,9 @@ def _make_sync(name: str, kind: int) -> Any:
         if not _state.active:
             return wrapped(*args, **kwargs)
         frame = _get_frame()
-        if frame is None:
-            if _state.sample_rate < 1.0 and random.random() >= _state.sample_rate:
-                return wrapped(*args, **kwargs)
-        elif not frame.sampled:
+        if _sampled_out(frame):
             return wrapped(*args, **kwargs)
-        stream = hide = False
-        raw = None
-        try:
-            if kwargs.get("extra_headers"):
-                raw = _raw_mode(kwargs)
-            if streamable and kwargs.get("stream") is True:
-                stream = True
-                if raw is None and kind != RESPONSES:
-                    hide = _inject_usage(kwargs)
-        except Exception:  # pragma: no cover
-            pass
+        stream, hide, raw = _prepare(kwargs, kind, streamable)
         model = kwargs.get("model")
         wall = _time()
         t0 = _perf()
@@ -574,16 +610,7 @@ def _make_sync(name: str, kind: int) -> Any:
         except BaseException as e:
             _error(frame, name, model, wall, t0, e, stream)
             raise
-        try:
-            if stream and raw is None and _Stream is not None and isinstance(result, _Stream):
-                st = _StreamState(frame, name, model, wall, t0, hide, kind)
-                if kind != RESPONSES:
-                    _hook_sse(result, st, False)
-                return SyncStreamProxy(result, st)
-            _record(frame, name, model, wall, _perf() - t0, result, raw)
-        except Exception:
-            logger.debug("llmobserve: record failed", exc_info=True)
-        return result
+        return _result(frame, name, kind, model, wall, t0, result, stream, hide, raw)
 
     return wrapper
 
@@ -592,17 +619,7 @@ def _make_async(name: str, kind: int) -> Any:
     streamable = kind in (CHAT, RESPONSES, COMPLETIONS) and not name.endswith(".parse")
 
     async def call(wrapped: Any, args: Any, kwargs: Any, frame: Any) -> Any:
-        stream = hide = False
-        raw = None
-        try:
-            if kwargs.get("extra_headers"):
-                raw = _raw_mode(kwargs)
-            if streamable and kwargs.get("stream") is True:
-                stream = True
-                if raw is None and kind != RESPONSES:
-                    hide = _inject_usage(kwargs)
-        except Exception:  # pragma: no cover
-            pass
+        stream, hide, raw = _prepare(kwargs, kind, streamable)
         model = kwargs.get("model")
         wall = _time()
         t0 = _perf()
@@ -611,16 +628,7 @@ def _make_async(name: str, kind: int) -> Any:
         except BaseException as e:
             _error(frame, name, model, wall, t0, e, stream)
             raise
-        try:
-            if stream and raw is None and _AsyncStream is not None and isinstance(result, _AsyncStream):
-                st = _StreamState(frame, name, model, wall, t0, hide, kind)
-                if kind != RESPONSES:
-                    _hook_sse(result, st, True)
-                return AsyncStreamProxy(result, st)
-            _record(frame, name, model, wall, _perf() - t0, result, raw)
-        except Exception:
-            logger.debug("llmobserve: record failed", exc_info=True)
-        return result
+        return _result(frame, name, kind, model, wall, t0, result, stream, hide, raw)
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if not _state.active:

@@ -100,6 +100,26 @@ def _payload(op: str, instance: Any, kwargs: dict, result: Any) -> tuple:
     return (usage, op, n, size, host if isinstance(host, str) else None, kwargs.get("namespace"), extra)
 
 
+def _record_error(
+    frame: Any, op: str, name: str, instance: Any, kwargs: dict, wall: float, t0: float, e: BaseException
+) -> None:
+    try:
+        status = getattr(e, "status_code", None) or getattr(e, "status", None)
+        p = (None, op, 0, 0, getattr(instance, "_host", None), kwargs.get("namespace"), None)
+        attrs = {"http_status": status} if isinstance(status, int) else None
+        _emit(frame, "vector_db", name, "pinecone", None, wall, _perf() - t0, type(e).__name__, P_PINECONE, p, attrs)
+    except Exception:  # pragma: no cover
+        pass
+
+
+def _record(frame: Any, op: str, name: str, instance: Any, kwargs: dict, wall: float, t0: float, result: Any) -> None:
+    try:
+        payload = _payload(op, instance, kwargs, result)
+        _emit(frame, "vector_db", name, "pinecone", None, wall, _perf() - t0, None, P_PINECONE, payload, None)
+    except Exception:
+        logger.debug("llmobserve: pinecone record failed", exc_info=True)
+
+
 def _make_sync(op: str) -> Any:
     name = "index." + op
 
@@ -109,49 +129,18 @@ def _make_sync(op: str) -> Any:
         frame = _get_frame()
         if _sampled_out(frame):
             return wrapped(*args, **kwargs)
+        # calls pinecone makes from inside this one are not recorded again
         token = _inside.set(True)
         wall = _time()
         t0 = _perf()
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as e:
-            try:
-                status = getattr(e, "status_code", None) or getattr(e, "status", None)
-                p = (None, op, 0, 0, getattr(instance, "_host", None), kwargs.get("namespace"), None)
-                _emit(
-                    frame,
-                    "vector_db",
-                    name,
-                    "pinecone",
-                    None,
-                    wall,
-                    _perf() - t0,
-                    type(e).__name__,
-                    P_PINECONE,
-                    p,
-                    {"http_status": status} if isinstance(status, int) else None,
-                )
-            except Exception:  # pragma: no cover
-                pass
+            _record_error(frame, op, name, instance, kwargs, wall, t0, e)
             raise
         finally:
             _inside.reset(token)
-        try:
-            _emit(
-                frame,
-                "vector_db",
-                name,
-                "pinecone",
-                None,
-                wall,
-                _perf() - t0,
-                None,
-                P_PINECONE,
-                _payload(op, instance, kwargs, result),
-                None,
-            )
-        except Exception:
-            logger.debug("llmobserve: pinecone record failed", exc_info=True)
+        _record(frame, op, name, instance, kwargs, wall, t0, result)
         return result
 
     return wrapper
@@ -167,43 +156,11 @@ def _make_async(op: str) -> Any:
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as e:
-            try:
-                status = getattr(e, "status_code", None) or getattr(e, "status", None)
-                p = (None, op, 0, 0, getattr(instance, "_host", None), kwargs.get("namespace"), None)
-                _emit(
-                    frame,
-                    "vector_db",
-                    name,
-                    "pinecone",
-                    None,
-                    wall,
-                    _perf() - t0,
-                    type(e).__name__,
-                    P_PINECONE,
-                    p,
-                    {"http_status": status} if isinstance(status, int) else None,
-                )
-            except Exception:  # pragma: no cover
-                pass
+            _record_error(frame, op, name, instance, kwargs, wall, t0, e)
             raise
         finally:
             _inside.reset(token)
-        try:
-            _emit(
-                frame,
-                "vector_db",
-                name,
-                "pinecone",
-                None,
-                wall,
-                _perf() - t0,
-                None,
-                P_PINECONE,
-                _payload(op, instance, kwargs, result),
-                None,
-            )
-        except Exception:
-            logger.debug("llmobserve: pinecone record failed", exc_info=True)
+        _record(frame, op, name, instance, kwargs, wall, t0, result)
         return result
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
