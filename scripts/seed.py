@@ -27,9 +27,9 @@ kind of SPEC §7 (thresholds and minimums: insights/detectors.py):
                       (4-6 calls per run, more after a 429: p95 > 3).
 
 History: the SDK stamps `started_at` with the current time, so runs of past
-days carry a private run attribute with their offset, and a hook on the
-exporter's send step moves `started_at` back by it (and drops the attribute)
-just before the batch is posted.  Everything else (ids, tokens, sections,
+days carry a private run attribute with their offset, and the SDK's public
+`before_send` hook moves `started_at` back by it (and drops the attribute)
+on the exporter thread, before the batch is posted.  Everything else (ids, tokens, sections,
 streaming, errors) comes from the real SDK path; today's runs are untouched.
 
 Real services: OPENAI_API_KEY alone, or with PINECONE_API_KEY and PINECONE_INDEX
@@ -454,24 +454,15 @@ class SupportBot:
 # --------------------------------------------------------------------------- backdating
 
 
-def install_backdating(exporter: Any) -> None:
-    """Hook the exporter's send step: an event whose run carries SHIFT_ATTR is
-    moved back by that many seconds, and the private attribute is dropped.
-
-    The SDK has no clock override; this wraps the one place every batch goes
-    through (also the halves of a batch split after a 413, hence pop())."""
-    send = exporter._send
-
-    def send_backdated(events: list[dict[str, Any]]) -> bool:
-        for event in events:
-            shift = (event.get("attributes") or {}).pop(SHIFT_ATTR, None)
-            if shift:
-                started = dt.datetime.fromisoformat(event["started_at"].replace("Z", "+00:00"))
-                moved = started - dt.timedelta(seconds=float(shift))
-                event["started_at"] = moved.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        return send(events)
-
-    exporter._send = send_backdated
+def backdate(event: dict[str, Any]) -> dict[str, Any]:
+    """``before_send`` hook: an event whose run carries SHIFT_ATTR is moved
+    back by that many seconds, and the private attribute is dropped."""
+    shift = (event.get("attributes") or {}).pop(SHIFT_ATTR, None)
+    if shift:
+        started = dt.datetime.fromisoformat(event["started_at"].replace("Z", "+00:00"))
+        moved = started - dt.timedelta(seconds=float(shift))
+        event["started_at"] = moved.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return event
 
 
 # --------------------------------------------------------------------------- configuration
@@ -608,7 +599,6 @@ def total_runs(args: argparse.Namespace) -> int:
 def simulate(args: argparse.Namespace, api_key: str, result: SeedResult) -> None:
     """Drive the bot through the SDK: the oldest day first, today last."""
     import llmobserve
-    from llmobserve import _state
 
     if not llmobserve.observe(
         args.collector_url,
@@ -619,9 +609,9 @@ def simulate(args: argparse.Namespace, api_key: str, result: SeedResult) -> None
         batch_size=500,
         flush_interval=0.5,
         request_timeout=30.0,
+        before_send=backdate,
     ):
         raise SystemExit("seed: the SDK is disabled (LLMOBSERVE_DISABLED is set); unset it to seed")
-    install_backdating(_state.exporter)
     try:
         # On a thread of its own: the bot runs its own asyncio loop, which cannot
         # start on a thread that already runs one (a caller's, or a test's).

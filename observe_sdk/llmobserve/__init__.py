@@ -12,7 +12,7 @@ import atexit
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import _state
@@ -78,6 +78,7 @@ def observe(
     request_timeout: float = 5.0,
     exit_timeout: float = DEFAULT_EXIT_TIMEOUT,
     instrument: Iterable[str] = ("openai", "pinecone"),
+    before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
 ) -> bool:
     """Start observing: patch the installed ``openai``/``pinecone`` clients and
     send events to ``{collector_url}/events`` from a background thread.
@@ -87,6 +88,11 @@ def observe(
     patching, no thread, nothing sent). Calling it again re-configures but
     never instruments twice. Returns True when observing, False when disabled.
     Never raises.
+
+    ``before_send(event)`` runs on the exporter thread for every built event
+    (a SPEC §2 dict): return it (changed or not) to send it, or None to drop
+    it, e.g. to scrub attributes. An exception in it drops that event and is
+    logged (a scrubbing hook that fails must not let the raw event through).
     """
     global _atexit_registered, _exit_timeout
     try:
@@ -112,6 +118,7 @@ def observe(
                 backoff_base=backoff_base,
                 backoff_max=backoff_max,
                 request_timeout=request_timeout,
+                before_send=before_send,
             )
             _state.service = service or os.environ.get("LLMOBSERVE_SERVICE") or _state.service
             _state.sample_rate = min(1.0, max(0.0, float(sample_rate)))

@@ -22,6 +22,7 @@ import ssl
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from . import _state
@@ -72,7 +73,9 @@ class Exporter:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         request_timeout: float = 5.0,
+        before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
     ) -> None:
+        self.before_send = before_send
         self.url = collector_url.rstrip("/") + "/events"
         self.api_key = api_key
         self.max_queue = max(1, int(max_queue))
@@ -110,6 +113,7 @@ class Exporter:
         self.sent = 0  # events accepted by the collector (2xx)
         self.batches_sent = 0
         self.built = 0  # events serialised
+        self.dropped_hook = 0  # events before_send dropped (returned None or raised)
         self.cpu_seconds = 0.0  # worker thread CPU time (time.thread_time)
         self._cpu0 = 0.0
         self._failed_since_marker = False
@@ -208,6 +212,7 @@ class Exporter:
             "sent": self.sent,
             "batches_sent": self.batches_sent,
             "built": self.built,
+            "dropped_hook": self.dropped_hook,
             "cpu_seconds": self.cpu_seconds,
         }
 
@@ -240,10 +245,17 @@ class Exporter:
                 if isinstance(item, _Marker):
                     markers.append(item)
                     break  # send what precedes the marker, then release it
+                event: dict[str, Any] | None
                 try:
-                    batch.append(build_event(item))
+                    event = build_event(item)
                 except Exception:
                     logger.debug("llmobserve: could not build event", exc_info=True)
+                    continue
+                if self.before_send is not None:
+                    event = self._run_hook(event)
+                    if event is None:
+                        continue
+                batch.append(event)
             self.built += len(batch)
             if batch and not self._send(batch):
                 self._failed_since_marker = True
@@ -254,6 +266,20 @@ class Exporter:
                 m.event.set()
             if not batch and not markers:
                 return
+
+    def _run_hook(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            out = self.before_send(event)  # type: ignore[misc]
+        except Exception:
+            # the user's code: say so loudly, and never send what it was meant to change
+            logger.warning("llmobserve: before_send raised; event dropped", exc_info=True)
+            out = None
+        if out is not None and not isinstance(out, dict):
+            logger.warning("llmobserve: before_send returned %s, not a dict or None; event dropped", type(out).__name__)
+            out = None
+        if out is None:
+            self.dropped_hook += 1
+        return out
 
     def _send(self, events: list[dict[str, Any]]) -> bool:
         try:

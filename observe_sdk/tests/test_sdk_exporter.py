@@ -339,3 +339,34 @@ def test_batches_at_most_batch_size(collector):
     sizes = [len(r["events"]) for r in collector.requests]
     assert sum(sizes) == 2500 and max(sizes) <= 1000
     assert len({e["event_id"] for e in collector.events}) == 2500
+
+
+# ---------------------------------------------------------------- before_send
+def test_before_send_changes_drops_and_survives_a_failing_hook(collector, caplog):
+    seen: list[str] = []
+
+    def hook(event):
+        seen.append(threading.current_thread().name)
+        name = event["name"]
+        if name == "drop-me":
+            return None
+        if name == "boom":
+            raise RuntimeError("scrubber bug")
+        if name == "wrong":
+            return "not an event"
+        event["attributes"]["scrubbed"] = True
+        return event
+
+    assert llmobserve.observe(collector.url, api_key="k", flush_interval=0.05, before_send=hook)
+    with caplog.at_level(logging.WARNING, logger="llmobserve"):
+        for label in ("keep", "drop-me", "boom", "wrong"):
+            with section(label):
+                pass
+        assert llmobserve.flush(3)
+    # only the kept event arrives, changed; nothing raised in the host
+    assert [(e["name"], e["attributes"]) for e in collector.events] == [("keep", {"scrubbed": True})]
+    assert set(seen) == {"llmobserve-exporter"}  # ran on the exporter thread
+    assert llmobserve.stats()["dropped_hook"] == 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("before_send raised" in m for m in messages)
+    assert any("not a dict or None" in m for m in messages)

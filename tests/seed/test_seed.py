@@ -187,22 +187,10 @@ def test_seed_refuses_real_services_without_yes(monkeypatch, capsys):  # type: i
 
 def test_backdating_hook_moves_started_at_and_drops_the_attribute() -> None:
     seed = load_seed()
-    sent: list[list[dict[str, Any]]] = []
-
-    class Exporter:
-        def _send(self, events: list[dict[str, Any]]) -> bool:
-            sent.append(events)
-            return True
-
-    exporter = Exporter()
-    seed.install_backdating(exporter)
-    events = [
-        {"started_at": "2026-11-26T09:00:00.120Z", "attributes": {seed.SHIFT_ATTR: 86400 + 1.5, "user_id": "u"}},
-        {"started_at": "2026-11-26T09:00:00.120Z", "attributes": {}},
-    ]
-    assert exporter._send(events)
-    assert sent[0][0] == {"started_at": "2026-11-25T08:59:58.620Z", "attributes": {"user_id": "u"}}
-    assert sent[0][1]["started_at"] == "2026-11-26T09:00:00.120Z"
+    old = {"started_at": "2026-11-26T09:00:00.120Z", "attributes": {seed.SHIFT_ATTR: 86400 + 1.5, "user_id": "u"}}
+    today = {"started_at": "2026-11-26T09:00:00.120Z", "attributes": {}}
+    assert seed.backdate(old) == {"started_at": "2026-11-25T08:59:58.620Z", "attributes": {"user_id": "u"}}
+    assert seed.backdate(today) == {"started_at": "2026-11-26T09:00:00.120Z", "attributes": {}}
 
 
 def test_scenario_clears_each_threshold_with_room() -> None:
