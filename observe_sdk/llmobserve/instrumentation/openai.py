@@ -229,7 +229,7 @@ def _special_event(sse: Any, data: str, st: _StreamState) -> bool:
     return False
 
 
-# _scan_events / _ascan_events look at each raw SSE event of a chat/completions
+# _scan_events / _AsyncScan look at each raw SSE event of a chat/completions
 # stream before openai parses it. The per-event step is inlined in both (a call
 # per event would cost more than the step itself) and is one or two C-level
 # string operations: when we asked for usage every content chunk carries
@@ -271,34 +271,48 @@ def _scan_events(events: Any, st: _StreamState) -> Any:
     _finish(st)
 
 
-async def _ascan_events(events: Any, st: _StreamState) -> Any:
-    hide = st.hide
-    try:
-        async for sse in events:
+class _AsyncScan:
+    """The async twin of :func:`_scan_events`, as a plain async iterator, not
+    an async generator: openai stops reading at ``[DONE]`` and leaves the
+    iterator suspended, and an abandoned async generator costs a finaliser
+    task on the event loop (``aclose()``), one more per stream than openai's
+    own. An abandoned stream is recorded by ``_StreamState.__del__``."""
+
+    __slots__ = ("_next", "_st")
+
+    def __init__(self, events: Any, st: _StreamState) -> None:
+        self._next = events.__anext__
+        self._st = st
+
+    def __aiter__(self) -> _AsyncScan:
+        return self
+
+    async def __anext__(self) -> Any:
+        st = self._st
+        while True:
+            try:
+                sse = await self._next()
+            except StopAsyncIteration:
+                _finish(st)
+                raise
+            except BaseException as e:
+                _finish(st, type(e).__name__)
+                raise
             data = sse._data
             if st.first is None:
                 _first_event(data, st)
-            if hide:
+            if st.hide:
                 new = data.replace(',"usage":null', "", 1)
                 if new is data:
                     new = data.replace(', "usage": null', "", 1)
                 if new is not data:
                     sse._data = new
-                    yield sse
-                    continue
+                    return sse
             elif '"choices":[{' in data or '"choices": [{' in data:
-                yield sse
-                continue
+                return sse
             if _special_event(sse, data, st):
                 continue
-            yield sse
-    except GeneratorExit:
-        _finish(st, None, True)
-        raise
-    except BaseException as e:
-        _finish(st, type(e).__name__)
-        raise
-    _finish(st)
+            return sse
 
 
 def _iter_events_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -316,7 +330,7 @@ def _aiter_events_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -
     st = getattr(instance, "_llmobserve_st", None)
     if st is None:
         return wrapped(*args, **kwargs)
-    return _ascan_events(wrapped(*args, **kwargs), st)
+    return _AsyncScan(wrapped(*args, **kwargs), st)
 
 
 _sse_hooks = {"sync": False, "async": False}
