@@ -26,7 +26,8 @@ the OpenAI upstream is a MockTransport so there is no network):
   bare interpreter with the same modules imported;
 * memory: RSS of one process recording 1,000,000 events through
   llmobserve with the collector down (bounded queue), plus 20,000 real
-  instrumented OpenAI calls.
+  instrumented OpenAI calls (``--mem-calls 1000000`` for the full million,
+  ~30 min; or alone: ``bench/sdk_overhead.py --memory 0 1000000``).
 """
 
 from __future__ import annotations
