@@ -15,7 +15,6 @@ from .context import new_event_id, new_run_id, new_span_id
 
 # payload kinds for KIND_CALL records
 P_NONE = 0
-P_OPENAI_USAGE = 1  # payload: usage object/dict (or None)
 P_OPENAI_RAW = 2  # payload: raw JSON bytes of an OpenAI response (with_raw_response)
 P_PINECONE = 3  # payload: (usage, op, est_n, est_bytes, host, namespace, extra)
 P_TOKENS = 4  # payload: (input, output, cached_input, reasoning) already extracted
@@ -186,9 +185,6 @@ def build_event(item: tuple) -> dict[str, Any]:
     if pkind == P_TOKENS:
         if payload is not None:
             inp, out, cached, reasoning = payload
-    elif pkind == P_OPENAI_USAGE:
-        if payload is not None:
-            inp, out, cached, reasoning = openai_tokens(payload)
     elif pkind == P_OPENAI_RAW:
         try:
             data = json.loads(payload)

@@ -229,39 +229,37 @@ def _special_event(sse: Any, data: str, st: _StreamState) -> bool:
     return False
 
 
-# _scan_events / _AsyncScan look at each raw SSE event of a chat/completions
-# stream before openai parses it. The per-event step is inlined in both (a call
-# per event would cost more than the step itself) and is one or two C-level
-# string operations: when we asked for usage every content chunk carries
-# ``"usage":null``, which we strip (compact JSON, the API's form, first;
-# ``replace`` hands back the same object when there is nothing to replace) so
-# openai builds exactly the objects it would have built without us. Anything
-# else (``[DONE]``, the usage chunk, an error) goes to _special_event.
-# The stream's event is emitted at ``[DONE]``, when the events end, on an
-# upstream error, or when the stream is abandoned (GeneratorExit).
+def _drop_event(sse: Any, st: _StreamState) -> bool:
+    """Look at one raw SSE event of a chat/completions stream before openai
+    parses it; True when it must be hidden from the caller (the usage chunk
+    we asked for). The common case is one C-level string operation: when we
+    asked for usage every content chunk carries ``"usage":null``, which we
+    strip (compact JSON, the API's form, first; ``replace`` hands back the
+    same object when there is nothing to replace) so openai builds exactly
+    the objects it would have built without us."""
+    data = sse._data
+    if st.first is None:
+        _first_event(data, st)
+    if st.hide:
+        new = data.replace(',"usage":null', "", 1)
+        if new is data:
+            new = data.replace(', "usage": null', "", 1)
+        if new is not data:
+            sse._data = new
+            return False
+    elif '"choices":[{' in data or '"choices": [{' in data:
+        return False  # a content chunk (the caller asked for usage itself)
+    return _special_event(sse, data, st)
 
 
 def _scan_events(events: Any, st: _StreamState) -> Any:
-    hide = st.hide
+    """Wraps the raw SSE events of one chat/completions stream (see
+    :func:`_drop_event`) and emits the stream's event: at ``[DONE]``, when
+    the events end, on an upstream error, or when the stream is abandoned."""
     try:
         for sse in events:
-            data = sse._data
-            if st.first is None:
-                _first_event(data, st)
-            if hide:
-                new = data.replace(',"usage":null', "", 1)
-                if new is data:
-                    new = data.replace(', "usage": null', "", 1)
-                if new is not data:
-                    sse._data = new
-                    yield sse
-                    continue
-            elif '"choices":[{' in data or '"choices": [{' in data:
-                yield sse  # a content chunk (the caller asked for usage itself)
-                continue
-            if _special_event(sse, data, st):
-                continue
-            yield sse
+            if not _drop_event(sse, st):
+                yield sse
     except GeneratorExit:
         _finish(st, None, True)
         raise
@@ -298,21 +296,8 @@ class _AsyncScan:
             except BaseException as e:
                 _finish(st, type(e).__name__)
                 raise
-            data = sse._data
-            if st.first is None:
-                _first_event(data, st)
-            if st.hide:
-                new = data.replace(',"usage":null', "", 1)
-                if new is data:
-                    new = data.replace(', "usage": null', "", 1)
-                if new is not data:
-                    sse._data = new
-                    return sse
-            elif '"choices":[{' in data or '"choices": [{' in data:
+            if not _drop_event(sse, st):
                 return sse
-            if _special_event(sse, data, st):
-                continue
-            return sse
 
 
 def _iter_events_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
