@@ -288,9 +288,9 @@ class run:
         return wrapper  # type: ignore[return-value]
 
 
-def call_context() -> tuple[Frame | None, bool]:
-    """(frame, sampled) for an instrumented call about to start."""
-    frame = _current.get()
+def sampled_out(frame: Frame | None) -> bool:
+    """True when an instrumented call in ``frame`` must not be recorded: its
+    run was sampled out, or (outside any run) this call, a run of its own, is."""
     if frame is None:
-        return None, _decide_sampled()
-    return frame, frame.sampled
+        return not _decide_sampled()
+    return not frame.sampled

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from typing import Any
 
@@ -21,7 +20,7 @@ import wrapt
 
 from .. import _state
 from .._events import P_NONE, P_OPENAI_RAW, P_TOKENS, openai_tokens
-from ..context import _current
+from ..context import _current, sampled_out
 from ._patching import Patcher
 
 logger = logging.getLogger("llmobserve")
@@ -56,13 +55,6 @@ _RESP_FINAL = frozenset({"response.completed", "response.incomplete", "response.
 
 _Stream: Any = None
 _AsyncStream: Any = None
-
-
-def _sampled_out(frame: Any) -> bool:
-    if frame is None:
-        rate = _state.sample_rate
-        return rate < 1.0 and random.random() >= rate
-    return not frame.sampled
 
 
 def _raw_mode(kwargs: dict) -> str | None:
@@ -598,7 +590,7 @@ def _make_sync(name: str, kind: int) -> Any:
         if not _state.active:
             return wrapped(*args, **kwargs)
         frame = _get_frame()
-        if _sampled_out(frame):
+        if sampled_out(frame):
             return wrapped(*args, **kwargs)
         stream, hide, raw = _prepare(kwargs, kind, streamable)
         model = kwargs.get("model")
@@ -633,7 +625,7 @@ def _make_async(name: str, kind: int) -> Any:
         if not _state.active:
             return wrapped(*args, **kwargs)
         frame = _get_frame()
-        if _sampled_out(frame):
+        if sampled_out(frame):
             return wrapped(*args, **kwargs)
         return call(wrapped, args, kwargs, frame)
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import random
 import time
 from typing import Any
 
 from .. import _state
 from .._events import P_PINECONE
-from ..context import _current
+from ..context import _current, sampled_out
 from ._patching import Patcher
 
 logger = logging.getLogger("llmobserve")
@@ -46,13 +45,6 @@ _get_frame = _current.get
 # search_records delegates to search (and upsert batches to helpers): record
 # only the outermost instrumented call.
 _inside: contextvars.ContextVar[bool] = contextvars.ContextVar("llmobserve_pinecone_inside", default=False)
-
-
-def _sampled_out(frame: Any) -> bool:
-    if frame is None:
-        rate = _state.sample_rate
-        return rate < 1.0 and random.random() >= rate
-    return not frame.sampled
 
 
 def _vec_dim(v: Any) -> int:
@@ -127,7 +119,7 @@ def _make_sync(op: str) -> Any:
         if not _state.active or _inside.get():
             return wrapped(*args, **kwargs)
         frame = _get_frame()
-        if _sampled_out(frame):
+        if sampled_out(frame):
             return wrapped(*args, **kwargs)
         # calls pinecone makes from inside this one are not recorded again
         token = _inside.set(True)
@@ -167,7 +159,7 @@ def _make_async(op: str) -> Any:
         if not _state.active or _inside.get():
             return wrapped(*args, **kwargs)
         frame = _get_frame()
-        if _sampled_out(frame):
+        if sampled_out(frame):
             return wrapped(*args, **kwargs)
         return call(wrapped, instance, args, kwargs, frame)
 
