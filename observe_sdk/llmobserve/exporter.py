@@ -1,5 +1,7 @@
 """The background exporter: one daemon thread, a bounded queue, batching,
 gzip'd JSON over a kept-alive ``http.client`` connection (stdlib), retries with backoff, fork safety.
+Like ``urllib``, it goes through ``HTTP_PROXY`` / ``HTTPS_PROXY`` unless
+``NO_PROXY`` names the collector's host.
 
 The host only ever calls :meth:`Exporter.put`: one ``append`` on a bounded
 ``collections.deque`` (atomic under the GIL, no lock or condition variable,
@@ -11,6 +13,7 @@ or on ``flush()``), turns records into events, and posts them.
 
 from __future__ import annotations
 
+import base64
 import collections
 import gzip
 import http.client
@@ -22,6 +25,7 @@ import ssl
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -94,6 +98,14 @@ class Exporter:
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port
         self._path = (parts.path or "/events") + (f"?{parts.query}" if parts.query else "")
+        self._proxy = _proxy_for(self._scheme, self._host)
+        if self._proxy is not None:
+            if self._scheme != "https":
+                # a forward proxy takes the absolute URL on the request line
+                self._path = f"http://{parts.netloc.rpartition('@')[2]}{self._path}"
+                if self._proxy[2]:
+                    headers["Proxy-Authorization"] = self._proxy[2]
+            logger.debug("llmobserve: posting to %s through proxy %s:%s", self.url, *self._proxy[:2])
         self._conn: http.client.HTTPConnection | None = None
         self._init_runtime()
 
@@ -328,10 +340,20 @@ class Exporter:
             return False
 
     def _new_conn(self) -> http.client.HTTPConnection:
+        proxy = self._proxy
         if self._scheme == "https":
-            return http.client.HTTPSConnection(
-                self._host, self._port, timeout=self.request_timeout, context=ssl.create_default_context()
+            if proxy is None:
+                return http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self.request_timeout, context=ssl.create_default_context()
+                )
+            # TLS to the collector inside a CONNECT tunnel through the proxy
+            conn = http.client.HTTPSConnection(
+                proxy[0], proxy[1], timeout=self.request_timeout, context=ssl.create_default_context()
             )
+            conn.set_tunnel(self._host, self._port, headers={"Proxy-Authorization": proxy[2]} if proxy[2] else None)
+            return conn
+        if proxy is not None:
+            return http.client.HTTPConnection(proxy[0], proxy[1], timeout=self.request_timeout)
         return http.client.HTTPConnection(self._host, self._port, timeout=self.request_timeout)
 
     def _close_conn(self) -> None:
@@ -372,6 +394,29 @@ class Exporter:
                 logger.debug("llmobserve: POST %s failed", self.url, exc_info=True)
                 return 0, None
         return 0, None
+
+
+def _proxy_for(scheme: str, host: str) -> tuple[str, int, str | None] | None:
+    """(host, port, Proxy-Authorization or None) of the proxy the environment
+    names for ``scheme`` (``HTTP_PROXY`` / ``HTTPS_PROXY``, as urllib reads
+    them), or None: no proxy set, or ``NO_PROXY`` covers ``host``."""
+    try:
+        url = urllib.request.getproxies().get(scheme)
+        if not url or urllib.request.proxy_bypass(host):
+            return None
+        if "://" not in url:
+            url = "http://" + url  # "proxy:3128", as urllib accepts it
+        p = urllib.parse.urlsplit(url)
+        if not p.hostname:
+            return None
+        auth = None
+        if p.username is not None:
+            cred = f"{urllib.parse.unquote(p.username)}:{urllib.parse.unquote(p.password or '')}"
+            auth = "Basic " + base64.b64encode(cred.encode()).decode("ascii")
+        return p.hostname, p.port or (443 if p.scheme == "https" else 80), auth
+    except Exception:  # a malformed proxy variable: go direct rather than never send
+        logger.warning("llmobserve: ignoring the malformed %s proxy setting", scheme, exc_info=True)
+        return None
 
 
 def _parse_retry_after(value: str) -> float | None:

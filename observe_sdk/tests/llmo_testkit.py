@@ -137,8 +137,16 @@ def obs(collector):
     llmobserve.uninstrument()
 
 
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
 @pytest.fixture(autouse=True)
-def _clean_state():
+def _clean_state(monkeypatch):
+    # the exporter honours proxy variables, as urllib does: a proxy set on
+    # the machine must not sit between the tests and their loopback fakes
+    for v in _PROXY_VARS:
+        monkeypatch.delenv(v, raising=False)
+        monkeypatch.delenv(v.lower(), raising=False)
     yield
     if _state.exporter is not None or _state.active:
         llmobserve.shutdown(timeout=0.5)

@@ -370,3 +370,101 @@ def test_before_send_changes_drops_and_survives_a_failing_hook(collector, caplog
     messages = [r.getMessage() for r in caplog.records]
     assert any("before_send raised" in m for m in messages)
     assert any("not a dict or None" in m for m in messages)
+
+
+# ---------------------------------------------------------------- proxies
+class _ForwardProxy:
+    """A loopback HTTP forward proxy: relays absolute-URL POSTs to their
+    target and records each request line; refuses CONNECT (a tunnel) after
+    recording it."""
+
+    def __init__(self) -> None:
+        import http.client
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        self.seen: list[tuple[str, str | None]] = []  # (request line, Proxy-Authorization)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):  # noqa: N802
+                outer.seen.append((self.requestline, self.headers.get("Proxy-Authorization")))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                u = urlsplit(self.path)
+                up = http.client.HTTPConnection(u.hostname, u.port, timeout=5)
+                fwd = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-authorization", "host")}
+                up.request("POST", u.path, body=body, headers=fwd)
+                r = up.getresponse()
+                data = r.read()
+                self.send_response(r.status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                up.close()
+
+            def do_CONNECT(self):  # noqa: N802
+                outer.seen.append((self.requestline, self.headers.get("Proxy-Authorization")))
+                self.send_response(502)
+                self.send_header("Content-Length", "0")
+                self.send_header("Connection", "close")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fwd_proxy():
+    p = _ForwardProxy()
+    yield p
+    p.close()
+
+
+def test_http_proxy_from_environment_carries_the_batch(collector, fwd_proxy, monkeypatch):
+    # user:p@ss in the proxy URL becomes Basic credentials for the proxy only
+    monkeypatch.setenv("HTTP_PROXY", fwd_proxy.url.replace("http://", "http://user:p%40ss@"))
+    assert llmobserve.observe(collector.url, api_key="k", **FAST)
+    _record(3)
+    assert llmobserve.flush(3)
+    assert len(collector.events) == 3
+    ((line, auth),) = fwd_proxy.seen
+    assert line == f"POST {collector.url}/events HTTP/1.1"
+    assert auth == "Basic dXNlcjpwQHNz"  # base64("user:p@ss")
+    # the collector sees the API key, never the proxy's credentials
+    assert "Proxy-Authorization" not in collector.requests[0]["headers"]
+    assert collector.requests[0]["headers"]["Authorization"] == "Bearer k"
+
+
+def test_no_proxy_host_goes_direct(collector, fwd_proxy, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", fwd_proxy.url)
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert llmobserve.observe(collector.url, api_key="k", **FAST)
+    _record(2)
+    assert llmobserve.flush(3)
+    assert len(collector.events) == 2
+    assert fwd_proxy.seen == []
+
+
+def test_https_collector_is_tunnelled_through_https_proxy(fwd_proxy, monkeypatch):
+    # No TLS collector here: the proxy refuses the tunnel, and what matters is
+    # that the exporter asked it for one to the collector's host and port,
+    # with the proxy's credentials, and that the refusal raises nothing.
+    monkeypatch.setenv("HTTPS_PROXY", fwd_proxy.url.replace("http://", "http://u:pw@"))
+    assert llmobserve.observe("https://collector.example:8443", api_key="k", **dict(FAST, max_retries=0))
+    _record(1)
+    assert llmobserve.flush(3) is False
+    ((line, auth),) = fwd_proxy.seen
+    assert line.startswith("CONNECT collector.example:8443 HTTP/")  # http.client says HTTP/1.0 here
+    assert auth == "Basic dTpwdw=="  # base64("u:pw")
+    assert llmobserve.stats()["dropped_failed"] == 1
