@@ -344,11 +344,35 @@ def responses_sse(model: str, words: list[str]) -> bytes:
     return b"".join(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events)
 
 
-def _broken_body(hx: Any, head: bytes) -> Any:
-    """A (sync) response body that yields ``head`` and then breaks like a
-    dropped connection."""
-    yield head
-    raise hx.ReadError("peer closed connection")
+def _body(hx: Any, payload: bytes, chunking: Any, broken: bool = False, crlf: bool = False) -> Any:
+    """A response body (for the sync and the async client) arriving in
+    network chunks: ``"event"`` one SSE event per chunk, as a server flushing
+    each token sends it; ``"whole"`` all at once; an int, pieces of that many
+    bytes (markers split across chunks). ``broken``: then the connection
+    drops. ``crlf``: lines end in CRLF."""
+    sep = b"\n\n"
+    if crlf:
+        payload, sep = payload.replace(b"\n", b"\r\n"), b"\r\n\r\n"
+    if chunking == "whole":
+        parts = [payload]
+    elif chunking == "event":
+        parts = [e + sep for e in payload.split(sep) if e]
+    else:
+        parts = [payload[i : i + chunking] for i in range(0, len(payload), chunking)]
+
+    class Body(hx.SyncByteStream, hx.AsyncByteStream):  # type: ignore[misc]
+        def __iter__(self) -> Any:
+            yield from parts
+            if broken:
+                raise hx.ReadError("peer closed connection")
+
+        async def __aiter__(self) -> Any:
+            for p in parts:
+                yield p
+            if broken:
+                raise hx.ReadError("peer closed connection")
+
+    return Body()
 
 
 class OpenAIUpstream:
@@ -359,6 +383,8 @@ class OpenAIUpstream:
         self.fail_with: int | None = None
         self.words = list(STREAM_WORDS)
         self.compact = False  # OpenAI's own SSE uses compact JSON
+        self.chunking: Any = "event"  # how SSE bodies arrive: see _body
+        self.crlf = False
         # chat streams: None, "drop" (the connection breaks after two chunks),
         # "error_event" (an in-stream {"error": ...} event after two chunks),
         # "ignore_usage" (a compatible server that never sends usage)
@@ -387,11 +413,11 @@ class OpenAIUpstream:
                     head = b"".join(e + b"\n\n" for e in payload.split(b"\n\n")[:2])
                     if fault == "error_event":
                         err = {"error": {"message": "overloaded", "type": "server_error", "param": None, "code": None}}
-                        return hx.Response(
-                            200, content=head + b"data: " + json.dumps(err).encode() + b"\n\n", headers=sse
-                        )
-                    return hx.Response(200, content=_broken_body(hx, head), headers=sse)
-                return hx.Response(200, content=payload, headers=sse)
+                        body = head + b"data: " + json.dumps(err).encode() + b"\n\n"
+                        return hx.Response(200, stream=_body(hx, body, self.chunking, crlf=self.crlf), headers=sse)
+                    broken = _body(hx, head, self.chunking, broken=True, crlf=self.crlf)
+                    return hx.Response(200, stream=broken, headers=sse)
+                return hx.Response(200, stream=_body(hx, payload, self.chunking, crlf=self.crlf), headers=sse)
             resp = chat_completion(model)
             rf = body.get("response_format") or {}
             if rf.get("type") == "json_schema":
@@ -399,7 +425,7 @@ class OpenAIUpstream:
             return hx.Response(200, json=resp)
         if path.endswith("/responses"):
             if stream:
-                return hx.Response(200, content=responses_sse(model, self.words), headers=sse)
+                return hx.Response(200, stream=_body(hx, responses_sse(model, self.words), self.chunking), headers=sse)
             resp = response_obj(model)
             fmt = (body.get("text") or {}).get("format") or {}
             if fmt.get("type") == "json_schema":
@@ -431,7 +457,7 @@ class OpenAIUpstream:
                         c["usage"] = None
                     chunks.append(dict(base, choices=[], usage=usage))
                 out = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
-                return hx.Response(200, content=out, headers=sse)
+                return hx.Response(200, stream=_body(hx, out, self.chunking, crlf=self.crlf), headers=sse)
             return hx.Response(
                 200,
                 json={

@@ -349,6 +349,71 @@ def test_chat_stream_caller_view_unchanged_and_usage_exact(obs, oa_client, upstr
     assert e["model"] == "gpt-4o-2024-08-06"
 
 
+# How the body arrives must not matter: all at once (events coalesced in one
+# network chunk, the usage chunk among them), or cut anywhere (a marker such
+# as ',"usage":null' or '[DONE]' split across two chunks), LF or CRLF lines.
+# Content that looks like a marker is text, not an event.
+TRICKY_WORDS = ["data: [DONE]", ' {"error": 1}', ' "choices":[] ', ',"usage":null', " end"]
+
+
+@pytest.mark.parametrize(
+    "chunking,crlf,compact",
+    [("whole", False, True), ("whole", True, False), (7, False, True), (1, False, False), (5, True, True)],
+)
+@pytest.mark.parametrize("use_async", [False, True])
+def test_chat_stream_any_network_chunking_same_view_exact_usage(
+    obs, oa_client, oa_async_client, upstream, chunking, crlf, compact, use_async
+):
+    upstream.chunking, upstream.crlf, upstream.compact = chunking, crlf, compact
+    upstream.words = TRICKY_WORDS
+    kw = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
+
+    def consume():
+        if not use_async:
+            return [c.model_dump(mode="json", exclude_unset=True) for c in oa_client.chat.completions.create(**kw)]
+
+        async def main():
+            s = await oa_async_client.chat.completions.create(**kw)
+            return [c.model_dump(mode="json", exclude_unset=True) async for c in s]
+
+        return asyncio.run(main())
+
+    llmobserve.uninstrument()
+    bare = consume()
+    llmobserve.observe(obs.url, api_key="test-key", service="svc", flush_interval=0.05)
+    got = consume()
+    assert upstream.requests[-1]["body"]["stream_options"] == {"include_usage": True}
+    assert got == bare
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in got) == "".join(TRICKY_WORDS)
+    flushed(obs, 1)
+    (e,) = obs.calls()
+    assert (e["input_tokens"], e["output_tokens"], e["cached_input_tokens"], e["reasoning_tokens"]) == (
+        1200,
+        150,
+        1024,
+        64,
+    )
+    assert e["status"] == "ok" and "stream_incomplete" not in e["attributes"]
+    assert e["model"] == "gpt-4o-2024-08-06"
+
+
+@pytest.mark.parametrize("chunking", ["whole", 3])
+def test_chat_stream_caller_usage_chunk_kept_whatever_the_chunking(obs, oa_client, upstream, chunking):
+    upstream.chunking = chunking
+    got = list(
+        oa_client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "q"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert len(got) == len(STREAM_WORDS) + 3 and got[-1].choices == [] and got[-1].usage.prompt_tokens == 1200
+    assert all(c.usage is None for c in got[:-1])
+    flushed(obs, 1)
+    assert obs.calls()[0]["input_tokens"] == 1200
+
+
 def test_chat_stream_caller_stream_options_merged(obs, oa_client, upstream):
     s = oa_client.chat.completions.create(
         model="gpt-4o",

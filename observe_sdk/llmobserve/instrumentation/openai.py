@@ -115,10 +115,10 @@ class _StreamState:
         self.hide = hide
         self.done = False
         self.kind = kind
-        self.hooked = False  # usage captured at the SSE level
+        self.hooked = False  # the response body goes through _scan_bytes
 
     def __del__(self) -> None:
-        # The last of the proxy, the stream and the SSE scan holding this state
+        # The last of the proxy, the stream and the body scan holding this state
         # is gone (``for c in create(stream=True)`` drops the proxy as soon as
         # iteration starts): a stream never finished is recorded incomplete.
         try:
@@ -148,7 +148,7 @@ def _finish(st: _StreamState, error_type: str | None = None, incomplete: bool = 
 def _see(st: _StreamState, item: Any) -> bool:
     """Record what a parsed chunk/event tells us; True if it must be hidden.
     Used for Responses streams, and for chat/completions streams when the
-    SSE-level scan could not be hooked (other openai internals)."""
+    body scan could not be hooked (other openai internals)."""
     if st.kind == RESPONSES:
         t = getattr(item, "type", None)
         if t is not None:
@@ -173,11 +173,13 @@ def _see(st: _StreamState, item: Any) -> bool:
     return False
 
 
-def _usage_chunk(data: str) -> Any:
-    """The decoded chunk if ``data`` is a usage-only chunk (top-level
-    ``"choices": []`` and a usage object), else None."""
+def _usage_chunk(line: bytes) -> Any:
+    """The decoded chunk if the SSE line ``line`` (``data: {...}``) is a
+    usage-only chunk (top-level ``"choices": []`` and a usage object), else None."""
+    if not line.startswith(b"data:"):
+        return None
     try:
-        d = json.loads(data)
+        d = json.loads(line[5:])
     except Exception:
         return None
     if isinstance(d, dict) and d.get("choices") == [] and isinstance(d.get("usage"), dict):
@@ -185,142 +187,216 @@ def _usage_chunk(data: str) -> Any:
     return None
 
 
-def _model_of(data: str) -> str | None:
+def _model_of(data: bytes) -> str | None:
     """The top-level ``"model"`` of the first chunk, without decoding it."""
-    i = data.find('"model":')
+    i = data.find(b'"model":')
     if i < 0:
         return None
-    i = data.find('"', i + 8)
-    j = data.find('"', i + 1)
-    return data[i + 1 : j] if 0 < i < j else None
-
-
-def _first_event(data: str, st: _StreamState) -> None:
-    st.first = _perf()
-    m = _model_of(data)
-    if m:
-        st.model = m
-
-
-def _special_event(sse: Any, data: str, st: _StreamState) -> bool:
-    """A chat/completions SSE event that is not a plain content chunk:
-    ``[DONE]``, the usage-only chunk, an in-stream error. True when it must be
-    dropped (the usage chunk we asked for)."""
-    if data[:1] != "{":
-        if data.startswith("[DONE]"):
-            _finish(st)  # openai stops reading here: the stream is complete
-        return False
-    if '"choices":[]' in data or '"choices": []' in data:
-        d = _usage_chunk(data)
-        if d is not None:
-            st.usage = d["usage"]
-            st.model = d.get("model") or st.model
-            return st.hide
-    elif data.startswith('{"error"'):
-        _finish(st, "APIError")  # openai raises APIError for this event
-    return False
-
-
-def _drop_event(sse: Any, st: _StreamState) -> bool:
-    """Look at one raw SSE event of a chat/completions stream before openai
-    parses it; True when it must be hidden from the caller (the usage chunk
-    we asked for). The common case is one C-level string operation: when we
-    asked for usage every content chunk carries ``"usage":null``, which we
-    strip (compact JSON, the API's form, first; ``replace`` hands back the
-    same object when there is nothing to replace) so openai builds exactly
-    the objects it would have built without us."""
-    data = sse._data
-    if st.first is None:
-        _first_event(data, st)
-    if st.hide:
-        new = data.replace(',"usage":null', "", 1)
-        if new is data:
-            new = data.replace(', "usage": null', "", 1)
-        if new is not data:
-            sse._data = new
-            return False
-    elif '"choices":[{' in data or '"choices": [{' in data:
-        return False  # a content chunk (the caller asked for usage itself)
-    return _special_event(sse, data, st)
-
-
-def _scan_events(events: Any, st: _StreamState) -> Any:
-    """Wraps the raw SSE events of one chat/completions stream (see
-    :func:`_drop_event`) and emits the stream's event: at ``[DONE]``, when
-    the events end, on an upstream error, or when the stream is abandoned."""
+    i = data.find(b'"', i + 8)
+    j = data.find(b'"', i + 1)
     try:
-        for sse in events:
-            if not _drop_event(sse, st):
-                yield sse
+        return data[i + 1 : j].decode() if 0 < i < j else None
+    except UnicodeDecodeError:
+        return None
+
+
+def _line_start(buf: bytes, i: int) -> int:
+    return max(buf.rfind(b"\n", 0, i), buf.rfind(b"\r", 0, i)) + 1
+
+
+def _line_end(buf: bytes, i: int) -> int:
+    """Just past the end of the line holding ``buf[i]`` (LF, CRLF or CR)."""
+    n = buf.find(b"\n", i)
+    r = buf.find(b"\r", i, n if n >= 0 else len(buf))
+    if r >= 0:
+        return r + 2 if buf[r + 1 : r + 2] == b"\n" else r + 1
+    return len(buf) if n < 0 else n + 1
+
+
+def _at_data_field(buf: bytes, i: int) -> bool:
+    """Whether ``buf[i:]`` is the start of a ``data:`` field's value (so a
+    marker found there is an event, not text inside some chunk's JSON)."""
+    head = buf[_line_start(buf, i) : i]
+    return head == b"data: " or head == b"data:"
+
+
+def _special(buf: bytes, st: _StreamState) -> bytes:
+    """The complete SSE lines ``buf`` hold something besides content chunks:
+    the usage-only chunk (recorded; cut out when we asked for it), ``[DONE]``
+    (the stream is complete), an in-stream error (openai raises APIError).
+    The JSON markers cannot occur inside a string (its quotes are escaped);
+    ``[DONE]`` can, so it counts only as a ``data:`` field's whole value."""
+    for pat in (b'"choices":[]', b'"choices": []'):
+        # more than one: Azure's first chunk also has "choices":[] (and no usage)
+        i = buf.find(pat)
+        while i >= 0:
+            s = _line_start(buf, i)
+            e = _line_end(buf, i)
+            d = _usage_chunk(buf[s:e])
+            if d is not None:
+                st.usage = d["usage"]
+                st.model = d.get("model") or st.model
+                if st.hide:
+                    # no data line left: the blank line after it dispatches no event
+                    buf = buf[:s] + buf[e:]
+                    e = s
+            i = buf.find(pat, e)
+    i = buf.rfind(b"[DONE]")  # the last event: any earlier one is text
+    if i >= 0 and _at_data_field(buf, i):
+        _finish(st)  # openai stops reading here: the stream is complete
+    i = buf.find(b'{"error"')
+    while i >= 0:
+        if _at_data_field(buf, i):
+            _finish(st, "APIError")  # openai raises APIError for this event
+            break
+        i = buf.find(b'{"error"', i + 1)
+    return buf
+
+
+def _scan(st: _StreamState, buf: bytes) -> bytes:
+    """Look at complete SSE lines of a chat/completions stream before openai's
+    decoder splits them; returns the bytes openai must see. When we asked for
+    usage, every content chunk carries ``"usage":null``: stripped in one pass
+    over the whole network chunk (compact JSON, the API's form, first), so
+    openai decodes exactly the bytes it would have got without us."""
+    if st.first is None:
+        st.first = _perf()
+        m = _model_of(buf)
+        if m:
+            st.model = m
+    if st.hide:
+        new = buf.replace(b',"usage":null', b"")
+        if len(new) == len(buf):
+            new = buf.replace(b', "usage": null', b"")
+        buf = new
+    if b'"choices":[]' in buf or b'"choices": []' in buf or b"[DONE]" in buf or b'{"error"' in buf:
+        return _special(buf, st)
+    return buf
+
+
+def _take(st: _StreamState, carry: bytes, chunk: bytes) -> tuple[bytes, bytes]:
+    """One network chunk in: (complete lines, scanned, to hand on now; the
+    incomplete last line, kept for the next chunk so no marker is ever split)."""
+    if carry:
+        chunk = carry + chunk
+    i = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
+    if i == len(chunk):
+        return _scan(st, chunk), b""
+    if i == 0:
+        return b"", chunk
+    return _scan(st, chunk[:i]), chunk[i:]
+
+
+def _error_name(e: BaseException) -> str:
+    """The name of the error the caller sees for ``e``, raised by the
+    response body: openai 2.x/3.x's ``Stream._iter_events`` turns transport
+    errors into its own (1.x lets them through). Asked at error time, since
+    openai's answer depends on which HTTP libraries are loaded by then."""
+    try:
+        from openai import _streaming
+
+        for fn, name in (("timeout_exceptions", "APITimeoutError"), ("request_exceptions", "APIConnectionError")):
+            types = getattr(_streaming, fn, None)
+            if types is not None and isinstance(e, tuple(types())):
+                return name
+    except Exception:  # pragma: no cover
+        pass
+    return type(e).__name__
+
+
+def _scan_bytes(chunks: Any, st: _StreamState) -> Any:
+    """Stands between the response body and openai's SSE decoder for one
+    chat/completions stream (see :func:`_scan`), and emits the stream's event:
+    at ``[DONE]``, when the body ends, on a transport error, or when the
+    stream is abandoned. Work is per network chunk, not per event."""
+    carry = b""
+    try:
+        for chunk in chunks:
+            out, carry = _take(st, carry, chunk)
+            if out:
+                yield out
+        if carry:
+            yield _scan(st, carry)
     except GeneratorExit:
         _finish(st, None, True)
         raise
     except BaseException as e:
-        _finish(st, type(e).__name__)
+        _finish(st, _error_name(e))
         raise
     _finish(st)
 
 
-class _AsyncScan:
-    """The async twin of :func:`_scan_events`, as a plain async iterator, not
+class _AsyncScanBytes:
+    """The async twin of :func:`_scan_bytes`, as a plain async iterator, not
     an async generator: openai stops reading at ``[DONE]`` and leaves the
     iterator suspended, and an abandoned async generator costs a finaliser
-    task on the event loop (``aclose()``), one more per stream than openai's
-    own. An abandoned stream is recorded by ``_StreamState.__del__``."""
+    task on the event loop (``aclose()``). An abandoned stream is recorded by
+    ``_StreamState.__del__``."""
 
-    __slots__ = ("_next", "_st")
+    __slots__ = ("_next", "_st", "_carry", "_ended")
 
-    def __init__(self, events: Any, st: _StreamState) -> None:
-        self._next = events.__anext__
+    def __init__(self, chunks: Any, st: _StreamState) -> None:
+        self._next = chunks.__aiter__().__anext__
         self._st = st
+        self._carry = b""
+        self._ended = False
 
-    def __aiter__(self) -> _AsyncScan:
+    def __aiter__(self) -> _AsyncScanBytes:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> bytes:
         st = self._st
-        while True:
+        while not self._ended:
             try:
-                sse = await self._next()
+                chunk = await self._next()
             except StopAsyncIteration:
-                _finish(st)
-                raise
+                self._ended = True
+                if self._carry:
+                    out, self._carry = _scan(st, self._carry), b""
+                    return out
+                break
             except BaseException as e:
-                _finish(st, type(e).__name__)
+                _finish(st, _error_name(e))
                 raise
-            if not _drop_event(sse, st):
-                return sse
+            out, self._carry = _take(st, self._carry, chunk)
+            if out:
+                return out
+        _finish(st)
+        raise StopAsyncIteration
 
 
-def _iter_events_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    """Class-level wrapper of ``Stream._iter_events`` (called once per stream):
-    streams we proxy carry their state in ``_llmobserve_st``; others pass
-    straight through. State on the instance, not a closure, so no reference
-    cycle keeps a finished stream alive."""
-    st = getattr(instance, "_llmobserve_st", None)
-    if st is None:
-        return wrapped(*args, **kwargs)
-    return _scan_events(wrapped(*args, **kwargs), st)
+class _DecoderShim:
+    """Takes the place of one stream's SSE decoder (``Stream._decoder``, used
+    only once iteration starts) and hands openai's own decoder the response
+    body through :func:`_scan_bytes`; anything else goes to the decoder."""
 
+    __slots__ = ("_dec", "_st")
 
-def _aiter_events_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    st = getattr(instance, "_llmobserve_st", None)
-    if st is None:
-        return wrapped(*args, **kwargs)
-    return _AsyncScan(wrapped(*args, **kwargs), st)
+    def __init__(self, dec: Any, st: _StreamState) -> None:
+        self._dec = dec
+        self._st = st
 
+    def iter_bytes(self, iterator: Any) -> Any:
+        return self._dec.iter_bytes(_scan_bytes(iterator, self._st))
 
-_sse_hooks = {"sync": False, "async": False}
+    def aiter_bytes(self, iterator: Any) -> Any:
+        return self._dec.aiter_bytes(_AsyncScanBytes(iterator, self._st))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._dec, name)
 
 
 def _hook_sse(stream: Any, st: _StreamState, is_async: bool) -> None:
-    """Route this stream's raw SSE events through :func:`_scan_events` (before
-    iteration starts). If openai's internals differ, ``st.hooked`` stays
-    False and the proxy inspects parsed chunks instead."""
-    if not _sse_hooks["async" if is_async else "sync"] or getattr(stream, "_iterator", None) is None:
+    """Route this stream's body through the byte scan (before iteration
+    starts). If openai's internals differ, ``st.hooked`` stays False and the
+    proxy inspects parsed chunks instead."""
+    dec = getattr(stream, "_decoder", None)
+    if dec is None or getattr(stream, "_iterator", None) is None:
+        return
+    if not hasattr(dec, "aiter_bytes" if is_async else "iter_bytes"):
         return
     try:
-        stream._llmobserve_st = st
+        stream._decoder = _DecoderShim(dec, st)
         st.hooked = True
     except Exception:  # pragma: no cover
         pass
@@ -332,8 +408,8 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
     Emits the event once: exhausted, closed, exited, or garbage-collected
     (see ``_StreamState.__del__``).
 
-    When the SSE scan is hooked (the usual case) iteration is openai's own
-    iterator, untouched: the scan below openai's parser sees every event, so
+    When the body scan is hooked (the usual case) iteration is openai's own
+    iterator, untouched: the scan below openai's decoder sees every byte, so
     the proxy adds nothing per chunk."""
 
     def __init__(self, wrapped: Any, state: _StreamState) -> None:
@@ -645,13 +721,10 @@ def instrument() -> bool:
     _Stream, _AsyncStream = Stream, AsyncStream
     for module, path, name, kind, is_async in TARGETS:
         _patcher.patch(module, path, _make_async(name, kind) if is_async else _make_sync(name, kind))
-    _sse_hooks["sync"] = _patcher.patch("openai._streaming", "Stream._iter_events", _iter_events_wrapper)
-    _sse_hooks["async"] = _patcher.patch("openai._streaming", "AsyncStream._iter_events", _aiter_events_wrapper)
     return _patcher.applied
 
 
 def uninstrument() -> None:
-    _sse_hooks["sync"] = _sse_hooks["async"] = False
     _patcher.unpatch_all()
 
 
