@@ -5,12 +5,15 @@ Run in the benchmark venv (peers are never installed in the app's venv):
     python3.11 -m venv .venv-bench && .venv-bench/bin/pip install -r bench/requirements.txt
     .venv-bench/bin/python bench/sdk_overhead.py            # ~5 min
     .venv-bench/bin/python bench/sdk_overhead.py --quick    # ~1 min, noisier
+    .venv-bench/bin/python bench/sdk_overhead.py --body whole   # stream bodies in one chunk
 
 What it measures (the collector / trace endpoints are unreachable throughout,
 the OpenAI upstream is a MockTransport so there is no network):
 
 * per-call latency added over the bare client (median µs), chat.completions
-  non-streaming and 20-chunk streaming, sync and async. Each library runs in
+  non-streaming and 20-chunk streaming, sync and async (stream bodies arrive
+  one SSE event per network chunk, as from a server flushing each token;
+  ``--body whole``: all in one chunk). Each library runs in
   its own long-lived worker process (the instrumentations patch openai
   globally, so they cannot share a process); the parent interleaves blocks
   of calls across workers (bare, llmobserve, langfuse, openllmetry) in a
@@ -118,6 +121,33 @@ def _sse(include_usage: bool) -> bytes:
 
 SSE_PLAIN = _sse(False)
 SSE_USAGE = _sse(True)
+# How a stream's body reaches the client: "event" = one SSE event per network
+# chunk, as a server flushing each token sends it (default); "whole" = the
+# whole body in one chunk (events coalesced). Set by --body; read by workers.
+BODY = os.environ.get("BENCH_BODY", "event")
+_PARTS = {k: [e + b"\n\n" for e in v.split(b"\n\n") if e] for k, v in (("plain", SSE_PLAIN), ("usage", SSE_USAGE))}
+_body_cls = None
+
+
+def _stream_body(hx, inc: bool) -> dict:
+    global _body_cls
+    if BODY == "whole":
+        return {"content": SSE_USAGE if inc else SSE_PLAIN}
+    if _body_cls is None:
+
+        class Body(hx.SyncByteStream, hx.AsyncByteStream):
+            def __init__(self, parts):
+                self.parts = parts
+
+            def __iter__(self):
+                return iter(self.parts)
+
+            async def __aiter__(self):
+                for p in self.parts:
+                    yield p
+
+        _body_cls = Body
+    return {"stream": _body_cls(_PARTS["usage" if inc else "plain"])}
 
 
 def handler(request):
@@ -125,7 +155,7 @@ def handler(request):
     body = json.loads(request.content)
     if body.get("stream"):
         inc = bool((body.get("stream_options") or {}).get("include_usage"))
-        return hx.Response(200, content=SSE_USAGE if inc else SSE_PLAIN, headers={"content-type": "text/event-stream"})
+        return hx.Response(200, headers={"content-type": "text/event-stream"}, **_stream_body(hx, inc))
     return hx.Response(200, content=COMPLETION, headers={"content-type": "application/json"})
 
 
@@ -515,10 +545,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--block", type=int, default=None)
     ap.add_argument("--libs", default=",".join(LIBS))
+    ap.add_argument("--body", choices=("event", "whole"), default="event", help="stream body: see BODY")
     ap.add_argument("--mem-events", type=int, default=1_000_000)
     # real instrumented OpenAI calls after the events (1,000,000 takes ~25 min)
     ap.add_argument("--mem-calls", type=int, default=20_000)
     args = ap.parse_args()
+    os.environ["BENCH_BODY"] = args.body  # the worker processes read it
     reps = args.reps or (5 if args.quick else 15)
     block = args.block or (40 if args.quick else 100)
     pairs_n = 300 if args.quick else 1500
@@ -530,7 +562,8 @@ def main() -> None:
     import openai
 
     print(
-        f"python {sys.version.split()[0]}, openai {openai.__version__}; reps={reps}, block={block} calls",
+        f"python {sys.version.split()[0]}, openai {openai.__version__}; reps={reps}, block={block} calls; "
+        f"stream bodies: {args.body}",
         file=sys.stderr,
     )
     workers = {lib: Worker(lib) for lib in libs}
