@@ -276,15 +276,37 @@ def _scan(st: _StreamState, buf: bytes) -> bytes:
 
 def _take(st: _StreamState, carry: bytes, chunk: bytes) -> tuple[bytes, bytes]:
     """One network chunk in: (complete lines, scanned, to hand on now; the
-    incomplete last line, kept for the next chunk so no marker is ever split)."""
-    if carry:
-        chunk = carry + chunk
-    i = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
-    if i == len(chunk):
-        return _scan(st, chunk), b""
-    if i == 0:
-        return b"", chunk
-    return _scan(st, chunk[:i]), chunk[i:]
+    incomplete last line, kept for the next chunk so no marker is ever split).
+    Runs inside the caller's iteration, so it never raises: on any surprise
+    the bytes go on untouched (at worst the caller sees what it asked for)."""
+    try:
+        if carry:
+            chunk = carry + chunk
+        if not chunk:
+            return b"", b""
+        if chunk[-1] == 10:  # ends a line: the usual case, one event per chunk
+            return _scan(st, chunk), b""
+        i = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
+        if i == len(chunk):
+            return _scan(st, chunk), b""
+        if i == 0:
+            return b"", chunk
+        return _scan(st, chunk[:i]), chunk[i:]
+    except Exception:
+        logger.debug("llmobserve: stream scan failed; bytes passed on as they came", exc_info=True)
+        try:
+            return carry + chunk, b""
+        except Exception:
+            return chunk, b""
+
+
+def _last(st: _StreamState, carry: bytes) -> bytes:
+    """The body ended mid-line: scan what came (never raising, as _take)."""
+    try:
+        return _scan(st, carry)
+    except Exception:
+        logger.debug("llmobserve: stream scan failed", exc_info=True)
+        return carry
 
 
 def _error_name(e: BaseException) -> str:
@@ -316,7 +338,7 @@ def _scan_bytes(chunks: Any, st: _StreamState) -> Any:
             if out:
                 yield out
         if carry:
-            yield _scan(st, carry)
+            yield _last(st, carry)
     except GeneratorExit:
         _finish(st, None, True)
         raise
@@ -352,7 +374,7 @@ class _AsyncScanBytes:
             except StopAsyncIteration:
                 self._ended = True
                 if self._carry:
-                    out, self._carry = _scan(st, self._carry), b""
+                    out, self._carry = _last(st, self._carry), b""
                     return out
                 break
             except BaseException as e:
@@ -383,6 +405,8 @@ class _DecoderShim:
         return self._dec.aiter_bytes(_AsyncScanBytes(iterator, self._st))
 
     def __getattr__(self, name: str) -> Any:
+        if name in _DecoderShim.__slots__:  # not set (a copy made without __init__): no recursion
+            raise AttributeError(name)
         return getattr(self._dec, name)
 
 
