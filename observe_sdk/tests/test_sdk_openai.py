@@ -504,15 +504,24 @@ def test_stream_iterated_without_a_name_is_complete(obs, oa_client, oa_async_cli
         assert "stream_incomplete" not in e["attributes"]
 
 
-def test_stream_broken_mid_way_is_recorded_as_error(obs, oa_client, upstream):
+@pytest.mark.parametrize("use_async", [False, True])
+def test_stream_broken_mid_way_is_recorded_as_error(obs, oa_client, oa_async_client, upstream, use_async):
     upstream.stream_fault = "drop"
-    s = oa_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
+    kw = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
     got = []
+
+    async def consume_async():
+        async for c in await oa_async_client.chat.completions.create(**kw):
+            got.append(c)
+
     # openai 2+/3 wraps the transport error in APIConnectionError; 1.x lets
     # httpx's ReadError through. Either way the caller gets openai's own error.
     with pytest.raises((openai.APIConnectionError, http_module().ReadError)) as raised:
-        for c in s:
-            got.append(c)
+        if use_async:
+            asyncio.run(consume_async())
+        else:
+            for c in oa_client.chat.completions.create(**kw):
+                got.append(c)
     assert len(got) == 2  # the caller saw what arrived, then the error
     flushed(obs, 1)
     (e,) = obs.calls()
