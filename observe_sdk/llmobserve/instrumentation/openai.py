@@ -253,60 +253,54 @@ def _special(buf: bytes, st: _StreamState) -> bytes:
     return buf
 
 
-def _scan(st: _StreamState, buf: bytes) -> bytes:
-    """Look at complete SSE lines of a chat/completions stream before openai's
-    decoder splits them; returns the bytes openai must see. When we asked for
-    usage, every content chunk carries ``"usage":null``: stripped in one pass
-    over the whole network chunk (compact JSON, the API's form, first), so
-    openai decodes exactly the bytes it would have got without us."""
-    if st.first is None:
-        st.first = _perf()
-        m = _model_of(buf)
-        if m:
-            st.model = m
-    if st.hide:
-        new = buf.replace(b',"usage":null', b"")
-        if len(new) == len(buf):
-            new = buf.replace(b', "usage": null', b"")
-        buf = new
-    if b'"choices":[]' in buf or b'"choices": []' in buf or b"[DONE]" in buf or b'{"error"' in buf:
-        return _special(buf, st)
-    return buf
+def _take(st: _StreamState, carry: bytes, chunk: bytes, final: bool = False) -> tuple[bytes, bytes]:
+    """One network chunk of a chat/completions stream in, before openai's
+    decoder splits it: returns (complete lines, scanned, to hand on now; the
+    incomplete last line, kept for the next chunk so no marker is ever split;
+    ``final``: the body ended, take it all). When we asked for usage, every
+    content chunk carries ``"usage":null``: stripped in one pass over the
+    whole network chunk (compact JSON, the API's form, first), so openai
+    decodes exactly the bytes it would have got without us.
 
-
-def _take(st: _StreamState, carry: bytes, chunk: bytes) -> tuple[bytes, bytes]:
-    """One network chunk in: (complete lines, scanned, to hand on now; the
-    incomplete last line, kept for the next chunk so no marker is ever split).
     Runs inside the caller's iteration, so it never raises: on any surprise
-    the bytes go on untouched (at worst the caller sees what it asked for)."""
+    the bytes go on untouched (at worst the caller sees what it asked for).
+    ``bytes.find``, not ``in``: ``x in bytes`` first tries ``x`` as an int
+    and builds (then drops) a TypeError each time."""
     try:
-        if carry:
-            chunk = carry + chunk
-        if not chunk:
+        buf = carry + chunk if carry else chunk
+        if not buf:
             return b"", b""
-        if chunk[-1] == 10:  # ends a line: the usual case, one event per chunk
-            return _scan(st, chunk), b""
-        i = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
-        if i == len(chunk):
-            return _scan(st, chunk), b""
-        if i == 0:
-            return b"", chunk
-        return _scan(st, chunk[:i]), chunk[i:]
+        rest = b""
+        if buf[-1] != 10 and not final:  # usually a chunk is one event, ending a line
+            i = max(buf.rfind(b"\n"), buf.rfind(b"\r")) + 1
+            if i == 0:
+                return b"", buf
+            if i < len(buf):
+                buf, rest = buf[:i], buf[i:]
+        if st.first is None:
+            st.first = _perf()
+            m = _model_of(buf)
+            if m:
+                st.model = m
+        if st.hide:
+            new = buf.replace(b',"usage":null', b"")
+            if len(new) == len(buf):
+                new = buf.replace(b', "usage": null', b"")
+            buf = new
+        if (
+            buf.find(b'"choices":[]') >= 0
+            or buf.find(b"[DONE]") >= 0
+            or buf.find(b'{"error"') >= 0
+            or buf.find(b'"choices": []') >= 0
+        ):
+            buf = _special(buf, st)
+        return buf, rest
     except Exception:
         logger.debug("llmobserve: stream scan failed; bytes passed on as they came", exc_info=True)
         try:
             return carry + chunk, b""
         except Exception:
             return chunk, b""
-
-
-def _last(st: _StreamState, carry: bytes) -> bytes:
-    """The body ended mid-line: scan what came (never raising, as _take)."""
-    try:
-        return _scan(st, carry)
-    except Exception:
-        logger.debug("llmobserve: stream scan failed", exc_info=True)
-        return carry
 
 
 def _error_name(e: BaseException) -> str:
@@ -328,7 +322,7 @@ def _error_name(e: BaseException) -> str:
 
 def _scan_bytes(chunks: Any, st: _StreamState) -> Any:
     """Stands between the response body and openai's SSE decoder for one
-    chat/completions stream (see :func:`_scan`), and emits the stream's event:
+    chat/completions stream (see :func:`_take`), and emits the stream's event:
     at ``[DONE]``, when the body ends, on a transport error, or when the
     stream is abandoned. Work is per network chunk, not per event."""
     carry = b""
@@ -338,7 +332,7 @@ def _scan_bytes(chunks: Any, st: _StreamState) -> Any:
             if out:
                 yield out
         if carry:
-            yield _last(st, carry)
+            yield _take(st, b"", carry, True)[0]  # the body ended mid-line
     except GeneratorExit:
         _finish(st, None, True)
         raise
@@ -374,7 +368,7 @@ class _AsyncScanBytes:
             except StopAsyncIteration:
                 self._ended = True
                 if self._carry:
-                    out, self._carry = _last(st, self._carry), b""
+                    out, self._carry = _take(st, b"", self._carry, True)[0], b""
                     return out
                 break
             except BaseException as e:
