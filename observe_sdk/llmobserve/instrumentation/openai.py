@@ -282,17 +282,21 @@ def _take(st: _StreamState, carry: bytes, chunk: bytes, final: bool = False) -> 
             m = _model_of(buf)
             if m:
                 st.model = m
+        # The usage chunk, [DONE] and an error event end a stream: a chunk whose
+        # every event is a content chunk holds none of them. When we asked for
+        # usage, each content chunk has one "usage":null, so the strip itself
+        # counts them; a "data:" left over (a special event, or text in some
+        # content that reads "data:") sends the chunk to the full check.
         if st.hide:
             new = buf.replace(b',"usage":null', b"")
-            if len(new) == len(buf):
+            content = (len(buf) - len(new)) // 13
+            if not content:
                 new = buf.replace(b', "usage": null', b"")
+                content = (len(buf) - len(new)) // 15
             buf = new
-        if (
-            buf.find(b'"choices":[]') >= 0
-            or buf.find(b"[DONE]") >= 0
-            or buf.find(b'{"error"') >= 0
-            or buf.find(b'"choices": []') >= 0
-        ):
+        else:
+            content = buf.count(b'"choices":[{') + buf.count(b'"choices": [{')
+        if content != buf.count(b"data:"):
             buf = _special(buf, st)
         return buf, rest
     except Exception:
