@@ -253,25 +253,34 @@ def _special(buf: bytes, st: _StreamState) -> bytes:
     return buf
 
 
+# A network chunk that ends with a content chunk of a stream that reports
+# usage (compact JSON, the API's form, usage last) holds no usage chunk,
+# [DONE] or error event: those end a stream, after every content chunk.
+_CONTENT_TAIL = b',"usage":null}\n\n'
+_NULL_USAGE = b',"usage":null'
+
+
 def _take(st: _StreamState, carry: bytes, chunk: bytes, final: bool = False) -> tuple[bytes, bytes]:
     """One network chunk of a chat/completions stream in, before openai's
     decoder splits it: returns (complete lines, scanned, to hand on now; the
     incomplete last line, kept for the next chunk so no marker is ever split;
     ``final``: the body ended, take it all). When we asked for usage, every
     content chunk carries ``"usage":null``: stripped in one pass over the
-    whole network chunk (compact JSON, the API's form, first), so openai
-    decodes exactly the bytes it would have got without us.
+    whole network chunk, so openai decodes exactly the bytes it would have
+    got without us.
 
+    The usual chunk (content chunks only) costs one slice compare and, when
+    we asked for usage, one ``replace``; anything else takes the general path.
     Runs inside the caller's iteration, so it never raises: on any surprise
-    the bytes go on untouched (at worst the caller sees what it asked for).
-    ``bytes.find``, not ``in``: ``x in bytes`` first tries ``x`` as an int
-    and builds (then drops) a TypeError each time."""
+    the bytes go on untouched (at worst the caller sees what it asked for)."""
     try:
         buf = carry + chunk if carry else chunk
+        if buf[-16:] == _CONTENT_TAIL and st.first is not None:
+            return (buf.replace(_NULL_USAGE, b"") if st.hide else buf), b""
         if not buf:
             return b"", b""
         rest = b""
-        if buf[-1] != 10 and not final:  # usually a chunk is one event, ending a line
+        if buf[-1] != 10 and not final:
             i = max(buf.rfind(b"\n"), buf.rfind(b"\r")) + 1
             if i == 0:
                 return b"", buf
@@ -282,23 +291,12 @@ def _take(st: _StreamState, carry: bytes, chunk: bytes, final: bool = False) -> 
             m = _model_of(buf)
             if m:
                 st.model = m
-        # The usage chunk, [DONE] and an error event end a stream: a chunk whose
-        # every event is a content chunk holds none of them. When we asked for
-        # usage, each content chunk has one "usage":null, so the strip itself
-        # counts them; a "data:" left over (a special event, or text in some
-        # content that reads "data:") sends the chunk to the full check.
         if st.hide:
-            new = buf.replace(b',"usage":null', b"")
-            content = (len(buf) - len(new)) // 13
-            if not content:
+            new = buf.replace(_NULL_USAGE, b"")
+            if len(new) == len(buf):
                 new = buf.replace(b', "usage": null', b"")
-                content = (len(buf) - len(new)) // 15
             buf = new
-        else:
-            content = buf.count(b'"choices":[{') + buf.count(b'"choices": [{')
-        if content != buf.count(b"data:"):
-            buf = _special(buf, st)
-        return buf, rest
+        return _special(buf, st), rest
     except Exception:
         logger.debug("llmobserve: stream scan failed; bytes passed on as they came", exc_info=True)
         try:
