@@ -269,14 +269,12 @@ def _take(st: _StreamState, carry: bytes, chunk: bytes, final: bool = False) -> 
     whole network chunk, so openai decodes exactly the bytes it would have
     got without us.
 
-    The usual chunk (content chunks only) costs one slice compare and, when
-    we asked for usage, one ``replace``; anything else takes the general path.
-    Runs inside the caller's iteration, so it never raises: on any surprise
+    The usual chunk (content chunks only: one slice compare and, when we
+    asked for usage, one ``replace``) is handled inline by the callers;
+    this is the general path. Runs inside the caller's iteration, so it never raises: on any surprise
     the bytes go on untouched (at worst the caller sees what it asked for)."""
     try:
         buf = carry + chunk if carry else chunk
-        if buf[-16:] == _CONTENT_TAIL and st.first is not None:
-            return (buf.replace(_NULL_USAGE, b"") if st.hide else buf), b""
         if not buf:
             return b"", b""
         rest = b""
@@ -291,6 +289,8 @@ def _take(st: _StreamState, carry: bytes, chunk: bytes, final: bool = False) -> 
             m = _model_of(buf)
             if m:
                 st.model = m
+            if buf[-16:] == _CONTENT_TAIL:  # the first chunk, a content chunk
+                return (buf.replace(_NULL_USAGE, b"") if st.hide else buf), rest
         if st.hide:
             new = buf.replace(_NULL_USAGE, b"")
             if len(new) == len(buf):
@@ -330,6 +330,11 @@ def _scan_bytes(chunks: Any, st: _StreamState) -> Any:
     carry = b""
     try:
         for chunk in chunks:
+            # the usual chunk (see _take), inline: a call per chunk would be
+            # most of its cost; exact bytes, so nothing here can raise
+            if not carry and type(chunk) is bytes and chunk[-16:] == _CONTENT_TAIL and st.first is not None:
+                yield chunk.replace(_NULL_USAGE, b"") if st.hide else chunk
+                continue
             out, carry = _take(st, carry, chunk)
             if out:
                 yield out
@@ -376,6 +381,8 @@ class _AsyncScanBytes:
             except BaseException as e:
                 _finish(st, _error_name(e))
                 raise
+            if not self._carry and type(chunk) is bytes and chunk[-16:] == _CONTENT_TAIL and st.first is not None:
+                return chunk.replace(_NULL_USAGE, b"") if st.hide else chunk  # the usual chunk, inline
             out, self._carry = _take(st, self._carry, chunk)
             if out:
                 return out
