@@ -55,6 +55,7 @@ _RESP_FINAL = frozenset({"response.completed", "response.incomplete", "response.
 
 _Stream: Any = None
 _AsyncStream: Any = None
+_SSEDecoder: Any = None  # openai's own text/event-stream decoder
 
 
 def _raw_mode(kwargs: dict) -> str | None:
@@ -415,12 +416,15 @@ class _DecoderShim:
 
 def _hook_sse(stream: Any, st: _StreamState, is_async: bool) -> None:
     """Route this stream's body through the byte scan (before iteration
-    starts). If openai's internals differ, ``st.hooked`` stays False and the
-    proxy inspects parsed chunks instead."""
+    starts). Only under openai's own SSE decoder: a client may bring its own
+    (``_make_sse_decoder``), perhaps for a body that is not text/event-stream
+    lines at all, where holding bytes back until a newline could stall the
+    stream. Then, or if openai's internals differ, ``st.hooked`` stays False
+    and the proxy inspects parsed chunks instead."""
     dec = getattr(stream, "_decoder", None)
-    if dec is None or getattr(stream, "_iterator", None) is None:
+    if dec is None or _SSEDecoder is None or type(dec) is not _SSEDecoder:
         return
-    if not hasattr(dec, "aiter_bytes" if is_async else "iter_bytes"):
+    if getattr(stream, "_iterator", None) is None:
         return
     try:
         stream._decoder = _DecoderShim(dec, st)
@@ -737,7 +741,7 @@ def _make_async(name: str, kind: int) -> Any:
 
 def instrument() -> bool:
     """Wrap the installed ``openai`` (idempotent). False if openai is absent."""
-    global _Stream, _AsyncStream
+    global _Stream, _AsyncStream, _SSEDecoder
     if _patcher.applied:
         return True
     try:
@@ -746,6 +750,12 @@ def instrument() -> bool:
     except Exception:
         return False
     _Stream, _AsyncStream = Stream, AsyncStream
+    try:
+        from openai._streaming import SSEDecoder
+
+        _SSEDecoder = SSEDecoder
+    except Exception:  # pragma: no cover - other openai internals: parsed-chunk path
+        _SSEDecoder = None
     for module, path, name, kind, is_async in TARGETS:
         _patcher.patch(module, path, _make_async(name, kind) if is_async else _make_sync(name, kind))
     return _patcher.applied
