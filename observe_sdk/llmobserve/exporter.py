@@ -25,7 +25,6 @@ import ssl
 import threading
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -399,8 +398,11 @@ class Exporter:
 def _proxy_for(scheme: str, host: str) -> tuple[str, int, str | None] | None:
     """(host, port, Proxy-Authorization or None) of the proxy the environment
     names for ``scheme`` (``HTTP_PROXY`` / ``HTTPS_PROXY``, as urllib reads
-    them), or None: no proxy set, or ``NO_PROXY`` covers ``host``."""
+    them), or None: no proxy set, or ``NO_PROXY`` covers ``host``. Imported
+    here: urllib.request pulls in much that ``import llmobserve`` need not."""
     try:
+        import urllib.request
+
         url = urllib.request.getproxies().get(scheme)
         if not url or urllib.request.proxy_bypass(host):
             return None

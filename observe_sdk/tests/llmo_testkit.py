@@ -18,8 +18,24 @@ import pytest
 from llmobserve import _state
 
 
+# --------------------------------------------------------------------------- servers
+class LoopbackServer:
+    """A ThreadingHTTPServer on a free loopback port, served from a daemon
+    thread; the fakes below (and the tests' own) start one with _serve."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 # --------------------------------------------------------------------------- collector
-class FakeCollector:
+class FakeCollector(LoopbackServer):
     """Records POST /events bodies. ``script`` is a list of actions consumed one
     per request: an int status, or a dict {status, headers, sleep}. When it
     is empty requests get 200 and are stored (idempotently, by event_id)."""
@@ -85,11 +101,7 @@ class FakeCollector:
                 except OSError:  # the client gave up (timeouts / exit tests)
                     pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
+        self._serve(Handler)
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -101,10 +113,6 @@ class FakeCollector:
 
     def sections(self) -> list[dict[str, Any]]:
         return [e for e in self.events if e["span_type"] == "section"]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -513,7 +521,7 @@ def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 
 # --------------------------------------------------------------------------- pinecone
-class FakePinecone:
+class FakePinecone(LoopbackServer):
     """Loopback fake of a Pinecone index data plane (REST, JSON)."""
 
     def __init__(self) -> None:
@@ -587,14 +595,8 @@ class FakePinecone:
             def do_GET(self) -> None:  # noqa: N802
                 self._handle("GET")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.host = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
+        self.host = self.url
 
 
 @pytest.fixture

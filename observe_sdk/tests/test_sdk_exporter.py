@@ -13,7 +13,7 @@ import time
 
 import llmobserve
 import pytest
-from llmo_testkit import FAST, unreachable_url, wait_for
+from llmo_testkit import FAST, LoopbackServer, unreachable_url, wait_for
 from llmobserve import _state, section
 
 
@@ -373,14 +373,14 @@ def test_before_send_changes_drops_and_survives_a_failing_hook(collector, caplog
 
 
 # ---------------------------------------------------------------- proxies
-class _ForwardProxy:
+class _ForwardProxy(LoopbackServer):
     """A loopback HTTP forward proxy: relays absolute-URL POSTs to their
     target and records each request line; refuses CONNECT (a tunnel) after
     recording it."""
 
     def __init__(self) -> None:
         import http.client
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
         from urllib.parse import urlsplit
 
         self.seen: list[tuple[str, str | None]] = []  # (request line, Proxy-Authorization)
@@ -414,14 +414,7 @@ class _ForwardProxy:
                 self.send_header("Connection", "close")
                 self.end_headers()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 @pytest.fixture

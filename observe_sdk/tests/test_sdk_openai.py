@@ -415,7 +415,9 @@ def test_chat_stream_caller_usage_chunk_kept_whatever_the_chunking(obs, oa_clien
 
 
 @pytest.mark.parametrize("use_async", [False, True])
-def test_client_with_its_own_sse_decoder_is_recorded_from_parsed_chunks(obs, upstream, use_async):
+def test_client_with_its_own_sse_decoder_is_recorded_from_parsed_chunks(
+    obs, oa_client, oa_async_client, upstream, use_async
+):
     # A client that brings its own decoder (``_make_sse_decoder``) keeps it
     # untouched: the SDK falls back to looking at the parsed chunks.
     from openai._streaming import SSEDecoder
@@ -423,40 +425,19 @@ def test_client_with_its_own_sse_decoder_is_recorded_from_parsed_chunks(obs, ups
     class MyDecoder(SSEDecoder):
         pass
 
-    hx = http_module()
     kw = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
     if use_async:
-
-        class AsyncClient(openai.AsyncOpenAI):
-            def _make_sse_decoder(self):
-                return MyDecoder()
-
-        client = AsyncClient(
-            api_key="sk-test",
-            base_url="https://api.openai.test/v1",
-            max_retries=0,
-            http_client=hx.AsyncClient(transport=hx.MockTransport(upstream)),
-        )
+        oa_async_client._make_sse_decoder = MyDecoder
 
         async def main():
-            s = await client.chat.completions.create(**kw)
+            s = await oa_async_client.chat.completions.create(**kw)
             assert type(s._decoder) is MyDecoder
             return [c async for c in s]
 
         got = asyncio.run(main())
     else:
-
-        class Client(openai.OpenAI):
-            def _make_sse_decoder(self):
-                return MyDecoder()
-
-        sync_client = Client(
-            api_key="sk-test",
-            base_url="https://api.openai.test/v1",
-            max_retries=0,
-            http_client=hx.Client(transport=hx.MockTransport(upstream)),
-        )
-        s = sync_client.chat.completions.create(**kw)
+        oa_client._make_sse_decoder = MyDecoder
+        s = oa_client.chat.completions.create(**kw)
         assert type(s._decoder) is MyDecoder
         got = list(s)
     assert len(got) == len(STREAM_WORDS) + 2 and all(c.choices for c in got)  # usage chunk still hidden
