@@ -105,16 +105,28 @@ COMPLETION = json.dumps(
 
 
 def _sse(include_usage: bool) -> bytes:
-    base = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1764147600, "model": "gpt-4o-2024-08-06"}
-    chunks = [dict(base, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])]
+    """A 20-chunk chat stream in the API's shape: compact JSON, every chunk
+    ending with an "obfuscation" member (random padding of random length,
+    on by default), after "usage":null when usage was asked for."""
+    base = {
+        "id": "chatcmpl-s",
+        "object": "chat.completion.chunk",
+        "created": 1764147600,
+        "model": "gpt-4o-2024-08-06",
+        "service_tier": "default",
+        "system_fingerprint": "fp_f986a632b0",
+    }
+    choice = {"index": 0, "logprobs": None, "finish_reason": None}
+    chunks = [dict(base, choices=[dict(choice, delta={"role": "assistant", "content": "", "refusal": None})])]
     for i in range(STREAM_CHUNKS - 2):
-        chunks.append(dict(base, choices=[{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}]))
-    chunks.append(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+        chunks.append(dict(base, choices=[dict(choice, delta={"content": f"tok{i} "})]))
+    chunks.append(dict(base, choices=[dict(choice, delta={}, finish_reason="stop")]))
     if include_usage:
         for c in chunks:
             c["usage"] = None
         chunks.append(dict(base, choices=[], usage=USAGE))
-    # compact JSON, as the OpenAI API sends it
+    for i, c in enumerate(chunks):
+        c["obfuscation"] = "RmYFV8ad65HP9F"[: 1 + (i * 5) % 14]
     body = b"".join(b"data: " + json.dumps(c, separators=(",", ":")).encode() + b"\n\n" for c in chunks)
     return body + b"data: [DONE]\n\n"
 

@@ -18,6 +18,13 @@ P_NONE = 0
 P_OPENAI_RAW = 2  # payload: raw JSON bytes of an OpenAI response (with_raw_response)
 P_PINECONE = 3  # payload: (usage, op, est_n, est_bytes, host, namespace, extra)
 P_TOKENS = 4  # payload: (input, output, cached_input, reasoning) already extracted
+# payload: (usage, head, ttft_s, incomplete) of an OpenAI stream. usage: the
+# usage-only chunk's SSE line as bytes (byte scan), a usage object or dict
+# (parsed chunks), or None; head: the start of the body's first bytes (its
+# "model"), or None. Decoded here, off the caller's thread: at the end of a
+# stream the caller's code is cold in the CPU's caches, so every step moved
+# here is worth several times its instruction count there.
+P_OPENAI_STREAM = 5
 
 _ts_sec = -1
 _ts_str = ""
@@ -99,6 +106,42 @@ UNIT_ESTIMATES = {
     "bytes_per_wu": 1024.0,
     "record_overhead_bytes": 100,
 }
+
+
+def model_of(data: bytes) -> str | None:
+    """The first ``"model"`` string in ``data`` (an OpenAI chunk's top-level
+    model comes before any content), without decoding the JSON."""
+    i = data.find(b'"model":')
+    if i < 0:
+        return None
+    i = data.find(b'"', i + 8)
+    j = data.find(b'"', i + 1)
+    try:
+        return data[i + 1 : j].decode() if 0 < i < j else None
+    except UnicodeDecodeError:
+        return None
+
+
+def openai_stream(payload: tuple, model: Any, attrs: dict[str, Any]) -> tuple[Any, tuple]:
+    """(model, tokens) of a finished stream; fills its stream attributes."""
+    usage, head, ttft, incomplete = payload
+    attrs["stream"] = True
+    if ttft is not None:
+        attrs["ttft_ms"] = round(ttft * 1000.0, 3)
+    if incomplete:
+        attrs["stream_incomplete"] = True
+    if head is not None:
+        model = model_of(head) or model
+    if isinstance(usage, bytes):
+        try:
+            data = json.loads(usage[usage.index(b"{") :])
+        except Exception:
+            data = None
+        if not isinstance(data, dict):
+            return model, (0, 0, 0, 0)
+        model = data.get("model") or model
+        usage = data.get("usage")
+    return model, openai_tokens(usage)
 
 
 def _index_name_from_host(host: str | None) -> str | None:
@@ -193,6 +236,8 @@ def build_event(item: tuple) -> dict[str, Any]:
         if isinstance(data, dict):
             model = data.get("model") or model
             inp, out, cached, reasoning = openai_tokens(data.get("usage"))
+    elif pkind == P_OPENAI_STREAM:
+        model, (inp, out, cached, reasoning) = openai_stream(payload, model, attributes)
     elif pkind == P_PINECONE:
         ru, wu = pinecone_units(payload, attributes)
     if frame is None:

@@ -217,13 +217,20 @@ def chat_completion(model: str, content: str = "Hello, world!") -> dict[str, Any
     }
 
 
-def chat_sse(model: str, include_usage: bool, words: list[str], compact: bool = False) -> bytes:
+def chat_sse(
+    model: str, include_usage: bool, words: list[str], compact: bool = False, obfuscation: bool = True
+) -> bytes:
+    """A chat stream's body in the API's shape: every chunk ends with an
+    ``obfuscation`` member (random padding of random length, on unless the
+    request sets ``include_obfuscation`` false), after ``"usage": null``
+    when usage was asked for."""
     resp_model = model + "-2024-08-06" if model == "gpt-4o" else model
     base = {
         "id": "chatcmpl-s1",
         "object": "chat.completion.chunk",
         "created": 1764147600,
         "model": resp_model,
+        "service_tier": "default",
         "system_fingerprint": "fp_abc",
     }
     chunks = []
@@ -240,6 +247,9 @@ def chat_sse(model: str, include_usage: bool, words: list[str], compact: bool = 
     chunks.append(mk({}, "stop"))
     if include_usage:
         chunks.append(dict(base, choices=[], usage=USAGE_CHAT))
+    if obfuscation:
+        for i, c in enumerate(chunks):
+            c["obfuscation"] = "Zq8xW3kPb2Lm9TcR"[: 1 + (i * 7) % 16]
     seps = (",", ":") if compact else (", ", ": ")
     out = b"".join(b"data: " + json.dumps(c, separators=seps).encode() + b"\n\n" for c in chunks)
     return out + b"data: [DONE]\n\n"
@@ -416,7 +426,8 @@ class OpenAIUpstream:
             if stream:
                 inc = bool((body.get("stream_options") or {}).get("include_usage"))
                 fault = self.stream_fault
-                payload = chat_sse(model, inc and fault != "ignore_usage", self.words, self.compact)
+                obf = (body.get("stream_options") or {}).get("include_obfuscation", True) is not False
+                payload = chat_sse(model, inc and fault != "ignore_usage", self.words, self.compact, obf)
                 if fault in ("drop", "error_event"):
                     head = b"".join(e + b"\n\n" for e in payload.split(b"\n\n")[:2])
                     if fault == "error_event":

@@ -317,20 +317,26 @@ def _bare_chunks(client, **kw):
     return [c.model_dump(mode="json", exclude_unset=True) for c in client.chat.completions.create(stream=True, **kw)]
 
 
-@pytest.mark.parametrize("compact", [False, True])
-def test_chat_stream_caller_view_unchanged_and_usage_exact(obs, oa_client, upstream, compact):
+# the API's own chunks (compact JSON, "obfuscation" padding after "usage"),
+# without the padding (include_obfuscation false, as many compatible servers
+# send), and spaced JSON
+@pytest.mark.parametrize("compact,obfuscation", [(True, True), (True, False), (False, True)])
+def test_chat_stream_caller_view_unchanged_and_usage_exact(obs, oa_client, upstream, compact, obfuscation):
     upstream.compact = compact
-    kw = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    kw: dict = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    if not obfuscation:
+        kw["stream_options"] = {"include_obfuscation": False}
     llmobserve.uninstrument()
     bare = _bare_chunks(oa_client, **kw)
-    assert "stream_options" not in upstream.requests[-1]["body"]
+    assert ("stream_options" in upstream.requests[-1]["body"]) is not obfuscation
+    assert all(("obfuscation" in c) is obfuscation for c in bare)
     llmobserve.observe(obs.url, api_key="test-key", service="svc", flush_interval=0.05)
     stream = oa_client.chat.completions.create(stream=True, **kw)
     assert isinstance(stream, openai.Stream)
     assert stream.response.status_code == 200
     got = [c.model_dump(mode="json", exclude_unset=True) for c in stream]
     # we asked for usage...
-    assert upstream.requests[-1]["body"]["stream_options"] == {"include_usage": True}
+    assert upstream.requests[-1]["body"]["stream_options"] == {**kw.get("stream_options", {}), "include_usage": True}
     # ...and the caller sees exactly the chunks (even the set fields) it would
     # have seen without us: no usage-only chunk, no "usage": null members
     assert got == bare
