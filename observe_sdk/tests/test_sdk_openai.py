@@ -739,3 +739,24 @@ def test_finished_stream_is_freed_without_the_cycle_collector(obs, oa_client):
         gc.enable()
     flushed(obs, 1)
     assert obs.calls()[0]["input_tokens"] == 1200
+
+
+def test_stream_record_decoded_on_the_exporter_survives_bad_bytes():
+    # what a stream queues (P_OPENAI_STREAM) is decoded on the exporter
+    # thread: a usage line that is not JSON, or a first chunk without a
+    # model, must give zero tokens and the call's own model, never an error
+    from llmobserve import _state
+    from llmobserve._events import P_OPENAI_STREAM, build_event
+
+    def ev(usage, head, model="gpt-4o"):
+        rec = (_state.KIND_CALL, None, "llm", "chat.completions.create", "openai", model, 0.0, 0.5, None)
+        return build_event(rec + (P_OPENAI_STREAM, (usage, head, 0.0123, False), None))
+
+    good = b'data: {"model":"gpt-4o-mini-2024-07-18","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}'
+    e = ev(good, b'data: {"id":"c","model":"gpt-4o-2024-08-06","choices":[')
+    assert (e["model"], e["input_tokens"], e["output_tokens"]) == ("gpt-4o-mini-2024-07-18", 7, 3)
+    assert e["attributes"] == {"stream": True, "ttft_ms": 12.3}
+    e = ev(b'data: {"choices":[],"usage":{"prompt_tok', b'data: {"id":"c","model":"gpt-4o-2024-08-06"')
+    assert (e["model"], e["input_tokens"], e["output_tokens"]) == ("gpt-4o-2024-08-06", 0, 0)
+    e = ev(b"\xff\xfe not json", b'data: {"model":"\xff\xfe"}')
+    assert (e["model"], e["input_tokens"]) == ("gpt-4o", 0)
