@@ -11,8 +11,9 @@ What it measures (the collector / trace endpoints are unreachable throughout,
 the OpenAI upstream is a MockTransport so there is no network):
 
 * per-call latency added over the bare client (median µs), chat.completions
-  non-streaming and 20-chunk streaming, sync and async (stream bodies arrive
-  one SSE event per network chunk, as from a server flushing each token;
+  non-streaming and 20-chunk streaming, sync and async (stream chunks in
+  the API's shape, "obfuscation" padding included; bodies arrive one SSE
+  event per network chunk, as from a server flushing each token;
   ``--body whole``: all in one chunk). Each library runs in
   its own long-lived worker process (the instrumentations patch openai
   globally, so they cannot share a process); the parent interleaves blocks
