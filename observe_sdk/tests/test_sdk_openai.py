@@ -507,6 +507,34 @@ def test_stream_closed_early_emits_once(obs, oa_client):
     assert e["attributes"]["stream_incomplete"] is True and e["status"] == "ok"
 
 
+def test_stream_close_records_at_once_while_the_stream_is_still_held(obs, oa_client, oa_async_client):
+    kw = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
+    s = oa_client.chat.completions.create(**kw)
+    next(s)
+    s.close()
+    flushed(obs, 1)  # `s` is still referenced: the event comes from close()
+    with oa_client.chat.completions.create(**kw) as s2:
+        next(s2)
+    flushed(obs, 2)
+
+    async def main():
+        a = await oa_async_client.chat.completions.create(**kw)
+        await a.__anext__()
+        await a.close()
+        flushed(obs, 3)
+        async with await oa_async_client.chat.completions.create(**kw) as a2:
+            await a2.__anext__()
+        flushed(obs, 4)
+        return a, a2
+
+    held = asyncio.run(main())
+    s.close()  # again: nothing more
+    assert len(obs.calls()) == 4
+    assert all(e["attributes"]["stream_incomplete"] is True for e in obs.calls())
+    assert all(e["status"] == "ok" and e["input_tokens"] == 0 for e in obs.calls())
+    assert s.response.is_closed and s2.response.is_closed and all(a.response.is_closed for a in held)
+
+
 def test_stream_garbage_collected_emits_once(obs, oa_client):
     s = oa_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
     next(s)
@@ -731,7 +759,8 @@ def test_finished_stream_is_freed_without_the_cycle_collector(obs, oa_client):
     gc.disable()
     try:
         s = oa_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
-        inner = weakref.ref(s.__wrapped__)
+        assert type(s) is openai.Stream  # openai's own object, no proxy
+        inner = weakref.ref(s)
         assert len(list(s)) == len(STREAM_WORDS) + 2
         del s
         assert inner() is None  # freed by reference counting: the SDK adds no reference cycle
