@@ -120,9 +120,9 @@ class _StreamState:
         self.hooked = False  # the response body goes through _scan_bytes
 
     def __del__(self) -> None:
-        # The last of the proxy, the stream and the body scan holding this state
-        # is gone (``for c in create(stream=True)`` drops the proxy as soon as
-        # iteration starts): a stream never finished is recorded incomplete.
+        # The last of what holds this state is gone (the stream, through its
+        # decoder shim and close hook; the body scan; the proxy, where there is
+        # one): a stream never finished is recorded incomplete.
         try:
             if not self.done:
                 _finish(self, None, True)
