@@ -213,12 +213,9 @@ def _special(buf: bytes, st: _StreamState) -> bytes:
                     buf = buf[:s] + buf[e:]
                     e = s
             i = buf.find(pat, e)
-    if buf.endswith(_DONE) and (len(buf) == 14 or buf[-15] == 10):
-        _finish(st)  # the usual end; openai stops reading at [DONE]
-    else:
-        i = buf.rfind(b"[DONE]")  # the last event: any earlier one is text
-        if i >= 0 and _at_data_field(buf, i):
-            _finish(st)
+    i = buf.rfind(b"[DONE]")  # the last event: any earlier one is text
+    if i >= 0 and _at_data_field(buf, i):
+        _finish(st)  # openai stops reading here: the stream is complete
     i = buf.find(b'{"error"')
     while i >= 0:
         if _at_data_field(buf, i):
@@ -279,8 +276,6 @@ def _take(st: _StreamState, carry: bytes, chunk: bytes, final: bool = False) -> 
         if st.first is None:
             st.first = _perf()
             st.head = buf[:512]  # its "model": read by the exporter
-            if buf.find(b"\n", buf.rfind(_USAGE_NULL)) == len(buf) - 2:  # ends with a content chunk
-                return (buf.replace(_NULL_USAGE, b"") if st.hide else buf), rest
         if st.hide:
             new = buf.replace(_NULL_USAGE, b"")
             if len(new) == len(buf):
@@ -411,7 +406,7 @@ class _DecoderShim:
         return getattr(self._dec, name)
 
 
-def _hook_sse(stream: Any, st: _StreamState, is_async: bool) -> None:
+def _hook_sse(stream: Any, st: _StreamState) -> None:
     """Route this stream's body through the byte scan (before iteration
     starts). Only under openai's own SSE decoder: a client may bring its own
     (``_make_sse_decoder``), perhaps for a body that is not text/event-stream
@@ -718,14 +713,14 @@ def _result(
             if _Stream is not None and isinstance(result, _Stream):
                 st = _StreamState(frame, name, model, wall, t0, hide, kind)
                 if kind != RESPONSES:
-                    _hook_sse(result, st, False)
+                    _hook_sse(result, st)
                     if st.hooked and _hook_close(result, st, False):
                         return result
                 return SyncStreamProxy(result, st)
             if _AsyncStream is not None and isinstance(result, _AsyncStream):
                 st = _StreamState(frame, name, model, wall, t0, hide, kind)
                 if kind != RESPONSES:
-                    _hook_sse(result, st, True)
+                    _hook_sse(result, st)
                     if st.hooked and _hook_close(result, st, True):
                         return result
                 return AsyncStreamProxy(result, st)
