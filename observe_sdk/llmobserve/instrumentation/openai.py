@@ -225,14 +225,13 @@ def _special(buf: bytes, st: _StreamState) -> bytes:
     return buf
 
 
-# A network chunk whose last event is a content chunk holds no usage chunk,
-# [DONE] or error event: those end a stream, after every content chunk. A
-# content chunk of a stream that reports usage carries "usage":null (compact
-# JSON, the API's form), perhaps followed by other members (the API's
-# "obfuscation" padding, of random length): so the chunk's last "usage":null
-# lies on its last line. The bytes cannot occur inside a string (its quotes
-# would be escaped).
-_USAGE_NULL = b'"usage":null'
+# The usual network chunk is one content chunk, alone: one line (its first
+# newline is the "\n\n" that ends it) holding ,"usage":null (compact JSON,
+# the API's form), perhaps followed by other members (the API's "obfuscation"
+# padding, of random length). Such a line cannot be the usage chunk, [DONE]
+# or an error event, and the bytes cannot occur inside a string (its quotes
+# would be escaped): so where rfind finds them is the member to cut, by two
+# slices (less than half the cost of a replace over the chunk).
 _NULL_USAGE = b',"usage":null'
 _DONE = b"data: [DONE]\n\n"
 _USAGE_CHUNK = b'"choices":[],"usage":{'  # the usage-only chunk, in the API's form
@@ -247,8 +246,8 @@ def _take(st: _StreamState, carry: bytes, chunk: bytes, final: bool = False) -> 
     whole network chunk, so openai decodes exactly the bytes it would have
     got without us.
 
-    The usual chunk (its last event a content chunk: two finds and, when we
-    asked for usage, one ``replace``) is handled inline by the callers; the
+    The usual chunk (one content chunk alone: two finds and, when we asked
+    for usage, two slices) is handled inline by the callers; the
     usage chunk alone and ``[DONE]`` alone leave by the first exits here;
     the rest is the general path. Every step costs several times its
     instruction count, as the caller's code between chunks evicts ours from
@@ -318,11 +317,12 @@ def _scan_bytes(chunks: Any, st: _StreamState) -> Any:
             # the usual chunk (see _take), inline: a call per chunk would be
             # most of its cost; exact bytes, so nothing here can raise
             if not carry and type(chunk) is bytes:
-                if chunk.find(b"\n", chunk.rfind(_USAGE_NULL)) == len(chunk) - 2 and chunk[-1:] == b"\n":
+                i = chunk.rfind(_NULL_USAGE)
+                if i > 0 and chunk.find(b"\n") == len(chunk) - 2 and chunk[-1] == 10:
                     if st.first is None:
                         st.first = _perf()
                         st.head = chunk[:512]  # its "model": read by the exporter
-                    yield chunk.replace(_NULL_USAGE, b"") if st.hide else chunk
+                    yield chunk[:i] + chunk[i + 13 :] if st.hide else chunk
                     continue
             out, carry = _take(st, carry, chunk)
             if out:
@@ -371,11 +371,12 @@ class _AsyncScanBytes:
                 _finish(st, _error_name(e))
                 raise
             if not self._carry and type(chunk) is bytes:
-                if chunk.find(b"\n", chunk.rfind(_USAGE_NULL)) == len(chunk) - 2 and chunk[-1:] == b"\n":
+                i = chunk.rfind(_NULL_USAGE)
+                if i > 0 and chunk.find(b"\n") == len(chunk) - 2 and chunk[-1] == 10:
                     if st.first is None:
                         st.first = _perf()
                         st.head = chunk[:512]
-                    return chunk.replace(_NULL_USAGE, b"") if st.hide else chunk  # the usual chunk, inline
+                    return chunk[:i] + chunk[i + 13 :] if st.hide else chunk  # the usual chunk, inline
             out, self._carry = _take(st, self._carry, chunk)
             if out:
                 return out
