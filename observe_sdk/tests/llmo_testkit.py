@@ -400,12 +400,14 @@ class OpenAIUpstream:
         self.requests: list[dict[str, Any]] = []
         self.fail_with: int | None = None
         self.words = list(STREAM_WORDS)
-        self.compact = False  # OpenAI's own SSE uses compact JSON
+        self.compact = True  # compact JSON, as OpenAI sends it (False: spaced, as some compatible servers)
         self.chunking: Any = "event"  # how SSE bodies arrive: see _body
         self.crlf = False
         # chat streams: None, "drop" (the connection breaks after two chunks),
         # "error_event" (an in-stream {"error": ...} event after two chunks),
-        # "ignore_usage" (a compatible server that never sends usage)
+        # "ignore_usage" (a compatible server that never sends usage),
+        # "cut_tail" (no [DONE], and the body ends right after the last
+        # event's data line, without the blank line that would dispatch it)
         self.stream_fault: str | None = None
 
     def __call__(self, request: Any) -> Any:
@@ -428,6 +430,8 @@ class OpenAIUpstream:
                 fault = self.stream_fault
                 obf = (body.get("stream_options") or {}).get("include_obfuscation", True) is not False
                 payload = chat_sse(model, inc and fault != "ignore_usage", self.words, self.compact, obf)
+                if fault == "cut_tail":
+                    payload = payload[: payload.rindex(b"\n\ndata: [DONE]")]
                 if fault in ("drop", "error_event"):
                     head = b"".join(e + b"\n\n" for e in payload.split(b"\n\n")[:2])
                     if fault == "error_event":

@@ -313,28 +313,38 @@ def test_with_streaming_response_keeps_working(obs, oa_client):
 
 
 # ----------------------------------------------------------------------- streams
-def _bare_chunks(client, **kw):
-    return [c.model_dump(mode="json", exclude_unset=True) for c in client.chat.completions.create(stream=True, **kw)]
-
-
 # the API's own chunks (compact JSON, "obfuscation" padding after "usage"),
 # without the padding (include_obfuscation false, as many compatible servers
 # send), and spaced JSON
 @pytest.mark.parametrize("compact,obfuscation", [(True, True), (True, False), (False, True)])
-def test_chat_stream_caller_view_unchanged_and_usage_exact(obs, oa_client, upstream, compact, obfuscation):
+@pytest.mark.parametrize("use_async", [False, True])
+def test_chat_stream_caller_view_unchanged_and_usage_exact(
+    obs, oa_client, oa_async_client, upstream, compact, obfuscation, use_async
+):
     upstream.compact = compact
     kw: dict = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
     if not obfuscation:
         kw["stream_options"] = {"include_obfuscation": False}
+
+    def consume() -> list:
+        if not use_async:
+            stream = oa_client.chat.completions.create(stream=True, **kw)
+            assert type(stream) is openai.Stream and stream.response.status_code == 200
+            return [c.model_dump(mode="json", exclude_unset=True) for c in stream]
+
+        async def main() -> list:
+            stream = await oa_async_client.chat.completions.create(stream=True, **kw)
+            assert type(stream) is openai.AsyncStream and stream.response.status_code == 200
+            return [c.model_dump(mode="json", exclude_unset=True) async for c in stream]
+
+        return asyncio.run(main())
+
     llmobserve.uninstrument()
-    bare = _bare_chunks(oa_client, **kw)
+    bare = consume()
     assert ("stream_options" in upstream.requests[-1]["body"]) is not obfuscation
     assert all(("obfuscation" in c) is obfuscation for c in bare)
     llmobserve.observe(obs.url, api_key="test-key", service="svc", flush_interval=0.05)
-    stream = oa_client.chat.completions.create(stream=True, **kw)
-    assert isinstance(stream, openai.Stream)
-    assert stream.response.status_code == 200
-    got = [c.model_dump(mode="json", exclude_unset=True) for c in stream]
+    got = consume()
     # we asked for usage...
     assert upstream.requests[-1]["body"]["stream_options"] == {**kw.get("stream_options", {}), "include_usage": True}
     # ...and the caller sees exactly the chunks (even the set fields) it would
@@ -615,6 +625,38 @@ def test_in_stream_error_event_is_recorded_as_error(obs, oa_client, oa_async_cli
     flushed(obs, 1)
     (e,) = obs.calls()
     assert (e["status"], e["error_type"]) == ("error", "APIError"), (e["name"], e["attributes"], e["latency_ms"])
+
+
+@pytest.mark.parametrize("chunking", ["whole", 7])
+@pytest.mark.parametrize("use_async", [False, True])
+def test_stream_body_ending_mid_line_still_gives_usage(obs, oa_client, oa_async_client, upstream, use_async, chunking):
+    # the body ends inside its last line, the usage chunk we asked for (no
+    # newline after it, no [DONE]): the scan's held-back line is taken as it is
+    upstream.compact, upstream.chunking = True, chunking
+    kw = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
+
+    def consume() -> list:
+        if not use_async:
+            return [c.model_dump(mode="json", exclude_unset=True) for c in oa_client.chat.completions.create(**kw)]
+
+        async def main() -> list:
+            return [
+                c.model_dump(mode="json", exclude_unset=True)
+                async for c in await oa_async_client.chat.completions.create(**kw)
+            ]
+
+        return asyncio.run(main())
+
+    llmobserve.uninstrument()
+    bare = consume()  # the whole body
+    upstream.stream_fault = "cut_tail"
+    llmobserve.observe(obs.url, api_key="test-key", service="svc", flush_interval=0.05)
+    got = consume()
+    assert got == bare and len(got) == len(STREAM_WORDS) + 2
+    flushed(obs, 1)
+    (e,) = obs.calls()
+    assert (e["input_tokens"], e["output_tokens"], e["status"]) == (1200, 150, "ok")
+    assert "stream_incomplete" not in e["attributes"]
 
 
 def test_stream_without_usage_from_the_server_keeps_chunk_model(obs, oa_client, upstream):
