@@ -56,7 +56,7 @@ _RESP_FINAL = frozenset({"response.completed", "response.incomplete", "response.
 _Stream: Any = None
 _AsyncStream: Any = None
 _SSEDecoder: Any = None  # openai's own text/event-stream decoder
-_LineDecoder: Any = None  # openai 2.x/3.x: the SSE decoder's line splitter (None on 1.x)
+_LineDecoder: Any = None  # the SSE decoder's line splitter, where openai has one (3.x; 1.x has none)
 
 
 def _raw_mode(kwargs: dict) -> str | None:
@@ -231,8 +231,8 @@ def _special(buf: bytes, st: _StreamState) -> bytes:
 # the API's form), perhaps followed by other members (the API's "obfuscation"
 # padding, of random length). Such a line cannot be the usage chunk, [DONE]
 # or an error event, and the bytes cannot occur inside a string (its quotes
-# would be escaped): so where rfind finds them is the member to cut, by two
-# slices (less than half the cost of a replace over the chunk).
+# would be escaped): so where rfind finds them is the member to cut (its 13
+# bytes), by two slices (less than half the cost of a replace over the chunk).
 _NULL_USAGE = b',"usage":null'
 _DONE = b"data: [DONE]\n\n"
 _USAGE_CHUNK = b'"choices":[],"usage":{'  # the usage-only chunk, in the API's form
@@ -340,7 +340,8 @@ def _scan_bytes(chunks: Any, st: _StreamState) -> Any:
 
 
 async def _adecode(dec: Any, chunks: Any, st: _StreamState) -> Any:
-    """Async streams on openai 2.x/3.x: takes the place of the decoder's own
+    """Async streams where openai's SSE decoder has a line splitter
+    (``_SSELineDecoder``: openai 3.x): takes the place of the decoder's own
     ``aiter_bytes`` loop, doing its steps (its line splitter, its
     ``_decode_lines``, its reset at the end) with the byte scan of
     :func:`_scan_bytes` inline. An async iterator in front of openai's loop
@@ -843,7 +844,7 @@ def instrument() -> bool:
         _SSEDecoder = SSEDecoder
     except Exception:  # pragma: no cover - other openai internals: parsed-chunk path
         _SSEDecoder = None
-    try:  # openai 2.x/3.x: async streams decoded by _adecode (1.x: _AsyncScanBytes)
+    try:  # openai 3.x: async streams decoded by _adecode (1.x: _AsyncScanBytes)
         from openai._streaming import _SSELineDecoder
 
         ok = all(hasattr(SSEDecoder, m) for m in ("_decode_lines", "_reset"))
