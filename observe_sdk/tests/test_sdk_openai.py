@@ -313,6 +313,23 @@ def test_with_streaming_response_keeps_working(obs, oa_client):
 
 
 # ----------------------------------------------------------------------- streams
+def _stream_view(oa_client, oa_async_client, use_async: bool, **kw) -> list:
+    """What the caller sees of a chat stream, from the sync or the async
+    client: each chunk dumped with the fields it set. The stream must be
+    openai's own class (no proxy)."""
+    if not use_async:
+        stream = oa_client.chat.completions.create(stream=True, **kw)
+        assert type(stream) is openai.Stream and stream.response.status_code == 200
+        return [c.model_dump(mode="json", exclude_unset=True) for c in stream]
+
+    async def main() -> list:
+        stream = await oa_async_client.chat.completions.create(stream=True, **kw)
+        assert type(stream) is openai.AsyncStream and stream.response.status_code == 200
+        return [c.model_dump(mode="json", exclude_unset=True) async for c in stream]
+
+    return asyncio.run(main())
+
+
 # the API's own chunks (compact JSON, "obfuscation" padding after "usage"),
 # without the padding (include_obfuscation false, as many compatible servers
 # send), and spaced JSON
@@ -325,26 +342,12 @@ def test_chat_stream_caller_view_unchanged_and_usage_exact(
     kw: dict = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
     if not obfuscation:
         kw["stream_options"] = {"include_obfuscation": False}
-
-    def consume() -> list:
-        if not use_async:
-            stream = oa_client.chat.completions.create(stream=True, **kw)
-            assert type(stream) is openai.Stream and stream.response.status_code == 200
-            return [c.model_dump(mode="json", exclude_unset=True) for c in stream]
-
-        async def main() -> list:
-            stream = await oa_async_client.chat.completions.create(stream=True, **kw)
-            assert type(stream) is openai.AsyncStream and stream.response.status_code == 200
-            return [c.model_dump(mode="json", exclude_unset=True) async for c in stream]
-
-        return asyncio.run(main())
-
     llmobserve.uninstrument()
-    bare = consume()
+    bare = _stream_view(oa_client, oa_async_client, use_async, **kw)
     assert ("stream_options" in upstream.requests[-1]["body"]) is not obfuscation
     assert all(("obfuscation" in c) is obfuscation for c in bare)
     llmobserve.observe(obs.url, api_key="test-key", service="svc", flush_interval=0.05)
-    got = consume()
+    got = _stream_view(oa_client, oa_async_client, use_async, **kw)
     # we asked for usage...
     assert upstream.requests[-1]["body"]["stream_options"] == {**kw.get("stream_options", {}), "include_usage": True}
     # ...and the caller sees exactly the chunks (even the set fields) it would
@@ -382,22 +385,11 @@ def test_chat_stream_any_network_chunking_same_view_exact_usage(
 ):
     upstream.chunking, upstream.crlf, upstream.compact = chunking, crlf, compact
     upstream.words = TRICKY_WORDS
-    kw = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
-
-    def consume():
-        if not use_async:
-            return [c.model_dump(mode="json", exclude_unset=True) for c in oa_client.chat.completions.create(**kw)]
-
-        async def main():
-            s = await oa_async_client.chat.completions.create(**kw)
-            return [c.model_dump(mode="json", exclude_unset=True) async for c in s]
-
-        return asyncio.run(main())
-
+    kw = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
     llmobserve.uninstrument()
-    bare = consume()
+    bare = _stream_view(oa_client, oa_async_client, use_async, **kw)
     llmobserve.observe(obs.url, api_key="test-key", service="svc", flush_interval=0.05)
-    got = consume()
+    got = _stream_view(oa_client, oa_async_client, use_async, **kw)
     assert upstream.requests[-1]["body"]["stream_options"] == {"include_usage": True}
     assert got == bare
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in got) == "".join(TRICKY_WORDS)
@@ -633,25 +625,12 @@ def test_stream_body_ending_mid_line_still_gives_usage(obs, oa_client, oa_async_
     # the body ends inside its last line, the usage chunk we asked for (no
     # newline after it, no [DONE]): the scan's held-back line is taken as it is
     upstream.compact, upstream.chunking = True, chunking
-    kw = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
-
-    def consume() -> list:
-        if not use_async:
-            return [c.model_dump(mode="json", exclude_unset=True) for c in oa_client.chat.completions.create(**kw)]
-
-        async def main() -> list:
-            return [
-                c.model_dump(mode="json", exclude_unset=True)
-                async for c in await oa_async_client.chat.completions.create(**kw)
-            ]
-
-        return asyncio.run(main())
-
+    kw = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
     llmobserve.uninstrument()
-    bare = consume()  # the whole body
+    bare = _stream_view(oa_client, oa_async_client, use_async, **kw)  # the whole body
     upstream.stream_fault = "cut_tail"
     llmobserve.observe(obs.url, api_key="test-key", service="svc", flush_interval=0.05)
-    got = consume()
+    got = _stream_view(oa_client, oa_async_client, use_async, **kw)
     assert got == bare and len(got) == len(STREAM_WORDS) + 2
     flushed(obs, 1)
     (e,) = obs.calls()

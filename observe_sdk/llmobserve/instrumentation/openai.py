@@ -307,6 +307,16 @@ def _error_name(e: BaseException) -> str:
     return type(e).__name__
 
 
+def _left(st: _StreamState, e: BaseException) -> None:
+    """The body scan was left by ``e``: the caller abandoned the stream
+    (``GeneratorExit``: recorded as ended early) or the body failed (recorded
+    as an error, under the name the caller sees)."""
+    if isinstance(e, GeneratorExit):
+        _finish(st, None, True)
+    else:
+        _finish(st, _error_name(e))
+
+
 def _scan_bytes(chunks: Any, st: _StreamState) -> Any:
     """Stands between the response body and openai's SSE decoder for one
     chat/completions stream (see :func:`_take`), and emits the stream's event:
@@ -330,11 +340,8 @@ def _scan_bytes(chunks: Any, st: _StreamState) -> Any:
                 yield out
         if carry:
             yield _take(st, b"", carry, True)[0]  # the body ended mid-line
-    except GeneratorExit:
-        _finish(st, None, True)
-        raise
     except BaseException as e:
-        _finish(st, _error_name(e))
+        _left(st, e)
         raise
     _finish(st)
 
@@ -371,11 +378,8 @@ async def _adecode(dec: Any, chunks: Any, st: _StreamState) -> Any:
                 yield sse
         for sse in decode(lines.finish()):
             yield sse
-    except GeneratorExit:
-        _finish(st, None, True)
-        raise
     except BaseException as e:
-        _finish(st, _error_name(e))
+        _left(st, e)
         raise
     finally:
         dec._reset()
@@ -413,7 +417,7 @@ class _AsyncScanBytes:
                     return out
                 break
             except BaseException as e:
-                _finish(st, _error_name(e))
+                _left(st, e)
                 raise
             if not self._carry and type(chunk) is bytes:
                 i = chunk.rfind(_NULL_USAGE)
