@@ -27,6 +27,7 @@ from dashboard.formatting import change, duration, tokens, usd
 from events.models import Run
 from events.selectors import BadCursor, RunFilters, run_list, run_root_sections, run_tree
 from pricing.selectors import price_list_current
+from pricing.services import GENAI_PRICES_VERSION
 from projects.models import Project
 from projects.selectors import project_list_for_user
 
@@ -316,9 +317,11 @@ def insights(request: HttpRequest) -> HttpResponse:
 def pricing(request: HttpRequest) -> HttpResponse:
     choice = project_choose(request)
     context = _base_context(request, choice, "pricing")
-    prices = price_list_current()
+    providers = {"*"} if request.GET.get("provider") == "all" else None
+    prices = price_list_current(project_id=choice.current.id if choice.current else None, providers=providers)
     context.update(
         prices=prices,
+        source_version=f"genai-prices {GENAI_PRICES_VERSION}",
         can_edit=request.user.is_staff,
         unpriced=(
             selectors.model_unpriced_list(project_id=choice.current.id, since=today_utc() - dt.timedelta(days=30))

@@ -36,8 +36,17 @@ class Event(models.Model):
     write_units = models.FloatField(default=0)
     cost_usd = models.FloatField(default=0)
     client_cost_usd = models.FloatField(null=True)
-    priced = models.BooleanField(default=False)
+    priced = models.BooleanField(default=False)  # cost_status == "exact" (kept for the v1 contract)
     price = models.ForeignKey("pricing.Price", null=True, on_delete=models.SET_NULL, db_index=False, related_name="+")
+    # Cost v2 (SPEC §3): why the figure is what it is.
+    cost_status = models.CharField(max_length=16, default="exact")  # exact | unpriced | usage_unknown
+    cost_details = models.JSONField(default=dict)  # unit -> USD; null for a unit with no price
+    price_source = models.CharField(max_length=200, default="")  # e.g. "genai-prices: openai/gpt-5.4-mini (…)"
+    # Wire v1.1 (SPEC §2): what the bill depends on beyond the columns above.
+    usage_details = models.JSONField(default=dict)
+    price_context = models.JSONField(default=dict)
+    usage_known = models.BooleanField(default=True)
+    provider_host = models.CharField(max_length=255, null=True)
     latency_ms = models.FloatField(default=0)
     started_at = models.DateTimeField()
     ended_at = models.DateTimeField()
@@ -59,6 +68,13 @@ class Event(models.Model):
             models.Index(fields=["project", "started_at", "section"], name="event_project_started"),
             # reprice --since scans by time across projects.
             models.Index(fields=["started_at"], name="event_started"),
+            # "Spend we cannot price": the few calls that are not exact, by time,
+            # without walking the project's exact calls.
+            models.Index(
+                fields=["project", "started_at"],
+                name="event_project_not_exact",
+                condition=~models.Q(cost_status="exact"),
+            ),
         ]
 
 
@@ -76,6 +92,8 @@ class Run(models.Model):
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     cost_usd = models.FloatField(default=0)
+    unpriced_calls = models.IntegerField(default=0)
+    usage_unknown_calls = models.IntegerField(default=0)
     updated_at = models.DateTimeField()
 
     class Meta:
@@ -134,6 +152,7 @@ class DailyRollup(models.Model):
     calls = models.IntegerField(default=0)
     errors = models.IntegerField(default=0)
     unpriced_calls = models.IntegerField(default=0)
+    usage_unknown_calls = models.IntegerField(default=0)
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     cost_usd = models.FloatField(default=0)

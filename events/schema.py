@@ -28,6 +28,9 @@ Moment = Annotated[dt.datetime, msgspec.Meta(tz=True)]
 
 
 EMPTY_RAW = msgspec.Raw(b"")
+UnitName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+UnitCounts = Annotated[dict[UnitName, Amount], msgspec.Meta(max_length=32)]
+Context = Annotated[dict[UnitName, Annotated[str, msgspec.Meta(max_length=128)]], msgspec.Meta(max_length=16)]
 
 
 class EventIn(msgspec.Struct, forbid_unknown_fields=False):
@@ -57,6 +60,11 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=False):
     # Kept as the raw JSON text: it is stored as it came, so it is never
     # decoded into Python objects and encoded again on the hot path.
     attributes: msgspec.Raw = msgspec.field(default_factory=lambda: EMPTY_RAW)
+    # wire v1.1 (SPEC §2)
+    usage_details: UnitCounts | None = None
+    price_context: Context | None = None
+    usage_known: bool = True
+    provider_host: Annotated[str, msgspec.Meta(max_length=255)] | None = None
 
 
 class Batch(msgspec.Struct):
@@ -184,6 +192,8 @@ def _semantic_checks(
             problem = ("cached_input_tokens", "must not exceed input_tokens (input includes cached)")
         elif ev.reasoning_tokens > ev.output_tokens:
             problem = ("reasoning_tokens", "must not exceed output_tokens (output includes reasoning)")
+        elif ev.usage_details and (detail_problem := _details_problem(ev)):
+            problem = ("usage_details", detail_problem)
         elif not (1 <= ev.started_at.year <= 9998):
             problem = ("started_at", "year out of range")
         elif len(ev.attributes):
@@ -210,6 +220,7 @@ _TEXT_FIELDS = (
     "endpoint",
     "error_type",
     "service",
+    "provider_host",
 )
 
 
@@ -232,6 +243,27 @@ def _attributes_problem(raw: msgspec.Raw, text_clean: bool) -> tuple[str, str] |
     return None
 
 
+# usage_details units that are part of a column, as the provider reports them
+_PART_OF = {
+    "cache_write_tokens": "input_tokens",
+    "input_audio_tokens": "input_tokens",
+    "output_audio_tokens": "output_tokens",
+}
+
+
+def _details_problem(ev: EventIn) -> str | None:
+    details = ev.usage_details or {}
+    for unit, column in _PART_OF.items():
+        if details.get(unit, 0) > getattr(ev, column):
+            return f"{unit} must not exceed {column} ({column} includes it)"
+    return None
+
+
+def json_text(value: dict[str, Any] | None) -> str:
+    """A small dict as stored JSON text ("{}" when absent)."""
+    return _encoder.encode(value).decode("utf-8") if value else "{}"
+
+
 def attributes_text(raw: msgspec.Raw) -> str:
     """The stored JSON text of an event's attributes ("{}" when absent or null)."""
     data = bytes(raw)
@@ -245,11 +277,21 @@ def _text_problem(ev: EventIn) -> str | None:
     # either would fail the insert, so they are a field error here instead.
     for field in _TEXT_FIELDS:
         value = getattr(ev, field)
-        if value and ("\x00" in value or not value.isascii()):
-            if "\x00" in value:
-                return field
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return field
+        if value and _bad_text(value):
+            return field
+    for value in (ev.price_context or {}).values():
+        if _bad_text(value):
+            return "price_context"
     return None
+
+
+def _bad_text(value: str) -> bool:
+    if "\x00" in value:
+        return True
+    if value.isascii():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

@@ -136,6 +136,8 @@ def run_summary(run: Run, root_sections: list[str]) -> dict[str, Any]:
         "cost_usd": run.cost_usd,
         "status": run.status,
         "root_sections": root_sections,
+        "unpriced_calls": run.unpriced_calls,
+        "usage_unknown_calls": run.usage_unknown_calls,
     }
 
 
@@ -161,6 +163,11 @@ TREE_FIELDS = (
     "write_units",
     "cost_usd",
     "priced",
+    "cost_status",
+    "cost_details",
+    "price_context",
+    "usage_details",
+    "price_source",
     "latency_ms",
     "started_at",
     "status",
@@ -260,6 +267,12 @@ def _node(row: dict[str, Any]) -> dict[str, Any]:
             write_units=row.get("write_units", 0.0),
             priced=row.get("priced", True),
             error_type=row.get("error_type"),
+            # cost v2 (SPEC §4)
+            cost_status=row.get("cost_status", "exact"),
+            cost_details=row.get("cost_details") or {},
+            service_tier=(row.get("price_context") or {}).get("service_tier"),
+            usage_details=row.get("usage_details") or {},
+            price_source=row.get("price_source") or None,
         )
     return node
 

@@ -11,8 +11,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from events.models import DailyRollup, Event, Run, RunSection
-from events.schema import EventIn, attributes_text
-from pricing.models import price_cost
+from events.schema import EventIn, attributes_text, json_text
+from pricing.costing import EXACT, UNPRICED, USAGE_UNKNOWN, Cost, apply_card, event_units
 from pricing.services import PriceTable, price_table_current
 
 EVENT_COLUMNS = (
@@ -46,8 +46,16 @@ EVENT_COLUMNS = (
     "service",
     "attributes",
     "received_at",
+    "cost_status",
+    "cost_details",
+    "price_source",
+    "usage_details",
+    "price_context",
+    "usage_known",
+    "provider_host",
 )
-# Rows per INSERT statement: 30 parameters a row stays under SQLite's
+JSON_COLUMNS = ("attributes", "cost_details", "usage_details", "price_context")
+# Rows per INSERT statement: 37 parameters a row stays under SQLite's
 # 32,766-variable limit and keeps PostgreSQL's statements a sensible size.
 CHUNK = 500
 
@@ -100,7 +108,8 @@ def event_batch_ingest(*, project_id: int, events: list[EventIn]) -> IngestResul
     rows: list[tuple[Any, ...]] = []
     facts: dict[str, tuple[Any, ...]] = {}
     for ev in ordered:
-        cost, client_cost, priced, price_id = _cost(table, ev)
+        priced_as = _cost(table, ev, project_id)
+        cost, status = priced_as.usd, priced_as.status
         ended = ev.started_at + dt.timedelta(milliseconds=ev.latency_ms) if ev.latency_ms else ev.started_at
         rows.append(
             (
@@ -123,9 +132,9 @@ def event_batch_ingest(*, project_id: int, events: list[EventIn]) -> IngestResul
                 ev.read_units,
                 ev.write_units,
                 cost,
-                client_cost,
-                priced,
-                price_id,
+                ev.cost_usd,
+                status == EXACT,
+                priced_as.price_id,
                 ev.latency_ms,
                 adapt(ev.started_at),
                 adapt(ended),
@@ -134,9 +143,16 @@ def event_batch_ingest(*, project_id: int, events: list[EventIn]) -> IngestResul
                 ev.service,
                 attributes_text(ev.attributes),
                 now_db,
+                status,
+                json_text(priced_as.details),
+                priced_as.source,
+                json_text(ev.usage_details),
+                json_text(ev.price_context),
+                ev.usage_known,
+                ev.provider_host,
             )
         )
-        facts[ev.event_id] = (ev, cost, priced, ended)
+        facts[ev.event_id] = (ev, cost, status, ended)
 
     with transaction.atomic():
         inserted = _insert_events(rows)
@@ -145,7 +161,7 @@ def event_batch_ingest(*, project_id: int, events: list[EventIn]) -> IngestResul
         if inserted:
             agg = _Agg()
             for event_id in inserted:
-                ev, cost, priced, ended = facts[event_id]
+                ev, cost, status, ended = facts[event_id]
                 _add(
                     agg,
                     ev.run_id,
@@ -157,7 +173,7 @@ def event_batch_ingest(*, project_id: int, events: list[EventIn]) -> IngestResul
                     ev.input_tokens,
                     ev.output_tokens,
                     cost,
-                    priced,
+                    status,
                     ev.section,
                     ev.section_path,
                     ev.provider,
@@ -167,16 +183,72 @@ def event_batch_ingest(*, project_id: int, events: list[EventIn]) -> IngestResul
     return result
 
 
-def _cost(table: PriceTable, ev: EventIn) -> tuple[float, float | None, bool, int | None]:
+NOT_BILLED = Cost(usd=0.0, status=EXACT, details={})
+
+
+def _cost(table: PriceTable, ev: EventIn, project_id: int) -> Cost:
+    """SPEC §3: the call's cost, its cost_status and its per-unit figures."""
     if ev.span_type == "section":
         # A section's own span carries no usage; its cost is its calls' (rolled up on read).
-        return 0.0, ev.cost_usd, True, None
-    found = table.lookup(ev.provider, ev.model, ev.started_at)
-    if found is None:
-        return (ev.cost_usd or 0.0), ev.cost_usd, False, None
-    price_id, rates = found
-    cost = price_cost(rates, ev.input_tokens, ev.cached_input_tokens, ev.output_tokens, ev.read_units, ev.write_units)
-    return cost, ev.cost_usd, True, price_id
+        return NOT_BILLED
+    units = event_units(
+        input_tokens=ev.input_tokens,
+        output_tokens=ev.output_tokens,
+        cached_input_tokens=ev.cached_input_tokens,
+        reasoning_tokens=ev.reasoning_tokens,
+        read_units=ev.read_units,
+        write_units=ev.write_units,
+        usage_details=ev.usage_details,
+    )
+    return cost_units(
+        table,
+        units,
+        project_id=project_id,
+        provider=ev.provider,
+        model=ev.model,
+        started_at=ev.started_at,
+        context=ev.price_context,
+        host=ev.provider_host,
+        usage_known=ev.usage_known,
+        client_cost=ev.cost_usd,
+        failed=ev.status == "error",
+    )
+
+
+def cost_units(
+    table: PriceTable,
+    units: dict[str, float],
+    *,
+    project_id: int,
+    provider: str | None,
+    model: str | None,
+    started_at: dt.datetime,
+    context: dict[str, Any] | None,
+    host: str | None,
+    usage_known: bool,
+    client_cost: float | None,
+    failed: bool,
+) -> Cost:
+    card = table.card(
+        provider,
+        model,
+        started_at,
+        project_id=project_id,
+        tier=context.get("service_tier") if context else None,
+        processing=context.get("processing") if context else None,
+        host=host,
+    )
+    if card is None:
+        if not units and usage_known and (not model or failed):
+            return NOT_BILLED  # nothing billable was used: free, not unpriced
+        cost = Cost(usd=client_cost or 0.0, status=UNPRICED, details=dict.fromkeys(units))
+    else:
+        cost = apply_card(card, units, unit_cards=table.unit_cards(card, units, context, started_at, project_id))
+        if cost.status == UNPRICED and client_cost is not None:
+            cost.usd = client_cost  # SPEC §3: the client's own figure where we cannot price every unit
+    if not usage_known:
+        cost.status = USAGE_UNKNOWN
+    return cost
 
 
 def _sqlite_datetime(value: dt.datetime) -> str:
@@ -266,7 +338,8 @@ def _insert_events_values(rows: list[tuple[Any, ...]]) -> set[str]:
     table = Event._meta.db_table
     _, _, json_ph, _ = _vendor_sql()
     placeholders = ["%s"] * len(EVENT_COLUMNS)
-    placeholders[EVENT_COLUMNS.index("attributes")] = json_ph
+    for column in JSON_COLUMNS:
+        placeholders[EVENT_COLUMNS.index(column)] = json_ph
     row_sql = "(" + ", ".join(placeholders) + ")"
     inserted: set[str] = set()
     with connection.cursor() as cursor:
@@ -293,7 +366,7 @@ def _add(
     input_tokens: int,
     output_tokens: int,
     cost: float,
-    priced: bool,
+    cost_status: str,
     section: str | None,
     section_path: str | None,
     provider: str | None,
@@ -304,8 +377,8 @@ def _add(
     is_error = status == "error"
     run = agg.runs.get(run_id)
     if run is None:
-        # service, started, ended, calls, events, errors, input, output, cost
-        agg.runs[run_id] = [service, started_at, ended_at, 0, 0, 0, 0, 0, 0.0]
+        # service, started, ended, calls, events, errors, input, output, cost, unpriced, usage unknown
+        agg.runs[run_id] = [service, started_at, ended_at, 0, 0, 0, 0, 0, 0.0, 0, 0]
         run = agg.runs[run_id]
     if service and not run[0]:
         run[0] = service
@@ -318,6 +391,8 @@ def _add(
         run[6] += input_tokens
         run[7] += output_tokens
         run[8] += cost
+        run[9] += cost_status == UNPRICED
+        run[10] += cost_status == USAGE_UNKNOWN
     if section_path:
         root = section_path.split("/", 1)[0]
         _section(agg, run_id, root, started_at, True, 0, 0.0)
@@ -328,11 +403,12 @@ def _add(
         key = (day, section or "", provider or "", model or "")
         roll = agg.rollups.get(key)
         if roll is None:
-            # calls, errors, unpriced, input, output, cost
-            roll = agg.rollups[key] = [0, 0, 0, 0, 0, 0.0]
+            # calls, errors, unpriced, input, output, cost, usage unknown
+            roll = agg.rollups[key] = [0, 0, 0, 0, 0, 0.0, 0]
         roll[0] += 1
         roll[1] += is_error
-        roll[2] += not priced
+        roll[2] += cost_status == UNPRICED
+        roll[6] += cost_status == USAGE_UNKNOWN
         roll[3] += input_tokens
         roll[4] += output_tokens
         roll[5] += cost
@@ -362,7 +438,7 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime) -> None:
     with connection.cursor() as cursor:
         if agg.runs:
             values = [
-                (project_id, run_id, r[0], adapt(r[1]), adapt(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], now_db)
+                (project_id, run_id, r[0], adapt(r[1]), adapt(r[2]), *r[3:11], now_db)
                 for run_id, r in sorted(agg.runs.items())
             ]
             _upsert(
@@ -380,6 +456,8 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime) -> None:
                     "input_tokens",
                     "output_tokens",
                     "cost_usd",
+                    "unpriced_calls",
+                    "usage_unknown_calls",
                     "updated_at",
                 ),
                 ("project_id", "run_id"),
@@ -388,7 +466,16 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime) -> None:
                 f"ended_at = {greatest}({run_t}.ended_at, excluded.ended_at), "
                 + ", ".join(
                     f"{c} = {run_t}.{c} + excluded.{c}"
-                    for c in ("calls", "events", "errors", "input_tokens", "output_tokens", "cost_usd")
+                    for c in (
+                        "calls",
+                        "events",
+                        "errors",
+                        "input_tokens",
+                        "output_tokens",
+                        "cost_usd",
+                        "unpriced_calls",
+                        "usage_unknown_calls",
+                    )
                 )
                 + ", updated_at = excluded.updated_at",
                 values,
@@ -429,11 +516,20 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime) -> None:
                     "input_tokens",
                     "output_tokens",
                     "cost_usd",
+                    "usage_unknown_calls",
                 ),
                 ("project_id", "day", "section", "provider", "model"),
                 ", ".join(
                     f"{c} = {roll_t}.{c} + excluded.{c}"
-                    for c in ("calls", "errors", "unpriced_calls", "input_tokens", "output_tokens", "cost_usd")
+                    for c in (
+                        "calls",
+                        "errors",
+                        "unpriced_calls",
+                        "input_tokens",
+                        "output_tokens",
+                        "cost_usd",
+                        "usage_unknown_calls",
+                    )
                 ),
                 values,
             )
@@ -467,55 +563,95 @@ REPRICE_FIELDS = (
     "input_tokens",
     "cached_input_tokens",
     "output_tokens",
+    "reasoning_tokens",
     "read_units",
     "write_units",
     "client_cost_usd",
     "span_type",
+    "status",
+    "usage_details",
+    "price_context",
+    "usage_known",
+    "provider_host",
 )
+COST_FIELDS = ("cost_usd", "priced", "price_id", "cost_status", "cost_details", "price_source")
 
 
-def events_reprice(*, since: dt.datetime, project_id: int | None = None) -> int:
+@dataclass(slots=True)
+class RepriceReport:
+    """What `reprice --since` changed."""
+
+    events: int = 0
+    runs: int = 0
+    rollup_days: int = 0
+    old_total_usd: float = 0.0
+    new_total_usd: float = 0.0
+
+
+def events_reprice(*, since: dt.datetime, project_id: int | None = None) -> RepriceReport:
     """Recompute the cost of every event started at or after `since` with the
-    prices in effect at its start, then rebuild the aggregates it touches."""
+    prices in effect at its start, then rebuild the aggregates it touches.
+
+    Ingest never re-costs stored events (a price edit or a newer price source
+    leaves them as they were costed): this is the one, deliberate, way to.
+    """
     # Always re-read the registry: an in-place SQL edit does not move updated_at.
     table = price_table_current(fresh=True)
-    qs = Event.objects.filter(started_at__gte=since)
+    qs = Event.objects.filter(started_at__gte=since).exclude(span_type="section")
     if project_id is not None:
         qs = qs.filter(project_id=project_id)
-    changed = 0
+    report = RepriceReport()
     touched_runs: set[tuple[int, str]] = set()
     touched_days: set[tuple[int, dt.date]] = set()
     batch: list[Event] = []
-    for ev in qs.only("id", "project_id", "run_id", "cost_usd", "priced", "price_id", *REPRICE_FIELDS).iterator(
-        chunk_size=2000
-    ):
-        if ev.span_type == "section":
-            continue
-        found = table.lookup(ev.provider, ev.model, ev.started_at)
-        if found is None:
-            cost, priced, price_id = ev.client_cost_usd or 0.0, False, None
-        else:
-            price_id, rates = found
-            cost = price_cost(
-                rates, ev.input_tokens, ev.cached_input_tokens, ev.output_tokens, ev.read_units, ev.write_units
-            )
-            priced = True
-        if cost != ev.cost_usd or priced != ev.priced or price_id != ev.price_id:
-            ev.cost_usd, ev.priced, ev.price_id = cost, priced, price_id
+    for ev in qs.only("id", "project_id", "run_id", *COST_FIELDS, *REPRICE_FIELDS).iterator(chunk_size=2000):
+        units = event_units(
+            input_tokens=ev.input_tokens,
+            output_tokens=ev.output_tokens,
+            cached_input_tokens=ev.cached_input_tokens,
+            reasoning_tokens=ev.reasoning_tokens,
+            read_units=ev.read_units,
+            write_units=ev.write_units,
+            usage_details=ev.usage_details,
+        )
+        cost = cost_units(
+            table,
+            units,
+            project_id=ev.project_id,
+            provider=ev.provider,
+            model=ev.model,
+            started_at=ev.started_at,
+            context=ev.price_context,
+            host=ev.provider_host,
+            usage_known=ev.usage_known,
+            client_cost=ev.client_cost_usd,
+            failed=ev.status == "error",
+        )
+        report.old_total_usd += ev.cost_usd
+        report.new_total_usd += cost.usd
+        if (cost.usd, cost.status, cost.price_id, cost.details) != (
+            ev.cost_usd,
+            ev.cost_status,
+            ev.price_id,
+            ev.cost_details,
+        ):
+            ev.cost_usd, ev.priced, ev.price_id = cost.usd, cost.status == EXACT, cost.price_id
+            ev.cost_status, ev.cost_details, ev.price_source = cost.status, cost.details, cost.source
             batch.append(ev)
             touched_runs.add((ev.project_id, ev.run_id))
             touched_days.add((ev.project_id, ev.started_at.astimezone(dt.UTC).date()))
         if len(batch) >= 2000:
-            changed += _save_costs(batch)
-    changed += _save_costs(batch)
+            report.events += _save_costs(batch)
+    report.events += _save_costs(batch)
     aggregates_rebuild(runs=touched_runs, days=touched_days)
-    return changed
+    report.runs, report.rollup_days = len(touched_runs), len(touched_days)
+    return report
 
 
 def _save_costs(batch: list[Event]) -> int:
     n = len(batch)
     if batch:
-        Event.objects.bulk_update(batch, ["cost_usd", "priced", "price_id"], batch_size=500)
+        Event.objects.bulk_update(batch, list(COST_FIELDS), batch_size=500)
         batch.clear()
     return n
 
@@ -530,7 +666,7 @@ AGG_FIELDS = (
     "input_tokens",
     "output_tokens",
     "cost_usd",
-    "priced",
+    "cost_status",
     "section",
     "section_path",
     "provider",

@@ -39,8 +39,9 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 
 from events.models import DailyRollup, Event, RunSection
-from pricing.models import Price, price_cost
-from pricing.services import PriceTable, Rates, price_table_current
+from pricing.costing import RateCard
+from pricing.models import price_cost
+from pricing.services import PriceTable, price_table_current
 
 WINDOW = dt.timedelta(hours=24)
 BASELINE = dt.timedelta(days=7)
@@ -144,9 +145,9 @@ def _fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return cursor.fetchall()
 
 
-def _token_rates(rates: Rates) -> Rates:
-    """The rates without the per-request fee (added once per call by the caller)."""
-    return (rates[0], rates[1], rates[2], rates[3], rates[4], 0.0)
+def _token_rates(card: RateCard) -> tuple[float, float | None, float, float, float, float]:
+    """The card's token rates without the per-request fee (added once per call by the caller)."""
+    return (*card.token_rates()[:5], 0.0)
 
 
 def _section_filter(sections: set[str]) -> tuple[str, list[str]]:
@@ -335,9 +336,9 @@ def token_bloat(w: Window, table: PriceTable | None = None, groups: list[CallGro
         s["b_calls"] += int(row.get("b_calls") or 0)
         s["b_input"] += int(row.get("b_input") or 0)
         if row["w_calls"]:
-            found_price = table.lookup(row["provider"], row["model"], w.end)
-            if found_price is not None:
-                rates = _token_rates(found_price[1])
+            found_card = table.lookup(row["provider"], row["model"], w.end)
+            if found_card is not None:
+                rates = _token_rates(found_card)
                 s["cost"] += price_cost(rates, int(row["w_input"] or 0), int(row["w_cached"] or 0), 0, 0, 0)
     found = []
     for section, s in sections.items():
@@ -424,39 +425,32 @@ def model_inefficiency(
     model_groups = [(sec, prov, mdl, *acc) for (sec, prov, mdl), acc in sorted(per_model.items())]
     if not model_groups:
         return []
-    # Resolve each group's model to its registry row (exact, then longest prefix).
-    price_ids: dict[tuple[str, str], int] = {}
+    # Resolve each group's model to its price card (SPEC §3 matching).
+    canonical: dict[tuple[str, str], RateCard] = {}
     for _section, provider, model, *_ in model_groups:
-        found_price = table.lookup(provider, model, w.end)
-        if found_price is not None:
-            price_ids[(provider, model)] = found_price[0]
-    rows: dict[int, Any] = {
-        p["id"]: p
-        for p in Price.objects.filter(id__in=set(price_ids.values())).values(
-            "id", "provider", "model", "cheaper_alternative"
-        )
-    }
-    canonical: dict[tuple[str, str], dict[str, Any]] = {k: rows[v] for k, v in price_ids.items() if v in rows}
-    # Per section: the registry models it already runs without errors (enough calls).
+        card = table.lookup(provider, model, w.end)
+        if card is not None:
+            canonical[(provider, model)] = card
+    # Per section: the priced models it already runs without errors (enough calls).
     runs_ok: dict[str, set[str]] = {}
     for section, provider, model, calls, errors, *_ in model_groups:
-        row = canonical.get((provider, model))
-        if row is not None and calls >= INEFFICIENCY_MIN_CHEAPER_CALLS and not errors:
-            runs_ok.setdefault(section, set()).add(row["model"].lower())
+        card = canonical.get((provider, model))
+        if card is not None and calls >= INEFFICIENCY_MIN_CHEAPER_CALLS and not errors:
+            runs_ok.setdefault(section, set()).add(card.matched.lower())
     # Candidates: enough calls to a model with a cheaper alternative, worth the
     # saving, and either proven (the section runs the cheaper model) or
     # possibly simple (no errors); the median decides the latter.
     candidates = []
     for section, provider, model, calls, errors, inp, cached, out, cost in model_groups:
-        row = canonical.get((provider, model))
-        if calls < INEFFICIENCY_MIN_CALLS or row is None or not row["cheaper_alternative"]:
+        card = canonical.get((provider, model))
+        if calls < INEFFICIENCY_MIN_CALLS or card is None or not card.cheaper_alternative:
             continue
-        cheaper = row["cheaper_alternative"]
-        cheaper_price = table.lookup(row["provider"], cheaper, w.end)
-        if cheaper_price is None:
+        cheaper = card.cheaper_alternative
+        cheaper_card = table.lookup(provider or card.provider, cheaper, w.end)
+        if cheaper_card is None:
             continue
-        rates = cheaper_price[1]
-        cheaper_cost = price_cost(_token_rates(rates), inp, cached, out, 0, 0) + rates[5] * calls
+        rates = cheaper_card.token_rates()
+        cheaper_cost = price_cost(_token_rates(cheaper_card), inp, cached, out, 0, 0) + rates[5] * calls
         proven = cheaper.lower() in runs_ok.get(section, set())
         if cost - cheaper_cost >= INEFFICIENCY_MIN_SAVINGS_USD and (proven or not errors):
             candidates.append((section, provider, model, calls, errors, cost, cheaper, cheaper_cost, proven))

@@ -6,7 +6,7 @@ from events.api import RunDetailView, RunsLatestView
 from events.views import events_ingest
 from insights.api import InsightsDailyView
 from llmobserve_site.health import health
-from pricing.api import PricingView
+from pricing.api import PricingResolveView, PricingView
 
 urlpatterns = [
     path("health", health, name="health"),
@@ -15,6 +15,7 @@ urlpatterns = [
     path("runs/<path:run_id>", RunDetailView.as_view(), name="run-detail"),
     path("insights/daily", InsightsDailyView.as_view(), name="insights-daily"),
     path("pricing", PricingView.as_view(), name="pricing"),
+    path("pricing/resolve", PricingResolveView.as_view(), name="pricing-resolve"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),

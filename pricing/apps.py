@@ -2,15 +2,12 @@ from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
 
-def _load_registry_when_empty(sender, **kwargs):  # type: ignore[no-untyped-def]
-    # "Loaded on first migrate": only when no price exists yet, so a later
-    # migrate never overwrites prices a user edited in the admin.
-    from pricing.models import Price
-    from pricing.services import price_registry_load
+def _sync_registry(sender, **kwargs):  # type: ignore[no-untyped-def]
+    # Every migrate adds the shipped rows not stored yet, and never touches a
+    # stored row, so prices a user edited in the admin stay as edited.
+    from pricing.services import price_registry_sync
 
-    using = kwargs.get("using", "default")
-    if not Price.objects.using(using).exists():
-        price_registry_load(using=using)
+    price_registry_sync(using=kwargs.get("using", "default"))
 
 
 class PricingConfig(AppConfig):
@@ -18,4 +15,4 @@ class PricingConfig(AppConfig):
     verbose_name = "Pricing registry"
 
     def ready(self) -> None:
-        post_migrate.connect(_load_registry_when_empty, sender=self)
+        post_migrate.connect(_sync_registry, sender=self)

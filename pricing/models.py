@@ -14,22 +14,55 @@ class Price(models.Model):
     provider-wide fallback (Pinecone's units do not depend on a model).
     """
 
+    USER = "user"
+    REGISTRY = "registry"
+    SOURCES = [(USER, "added by a user (PUT /pricing, admin)"), (REGISTRY, "shipped pricing/registry.json")]
+
+    # A project's own row (negotiated price, fine-tune, self-hosted model)
+    # wins over global rows and the shipped source for that project only.
+    project = models.ForeignKey(
+        "projects.Project", null=True, blank=True, on_delete=models.CASCADE, related_name="prices", db_index=False
+    )
     provider = models.CharField(max_length=64)
-    model = models.CharField(max_length=128)
+    model = models.CharField(max_length=128, help_text="An exact id (also matches it plus a snapshot suffix), or *.")
+    match_pattern = models.CharField(
+        max_length=200, blank=True, default="", help_text="Optional regular expression a model id must fully match."
+    )
+    service_tier = models.CharField(
+        max_length=32, blank=True, default="", help_text="Only for calls on this service tier; empty: any tier."
+    )
     input_per_1m = models.FloatField(default=0)
     cached_input_per_1m = models.FloatField(null=True, blank=True, help_text="Empty means the same as input.")
     output_per_1m = models.FloatField(default=0)
     per_1m_read_units = models.FloatField(default=0)
     per_1m_write_units = models.FloatField(default=0)
     per_request = models.FloatField(default=0)
+    per_1m_units = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Further units, USD per 1M: {"input_audio_tokens": 40, "web_search_calls": 10000, …}',
+    )
     cheaper_alternative = models.CharField(max_length=128, blank=True, default="")
     effective_from = models.DateTimeField()
+    # Shipped history rows end where the maintained source takes over again.
+    effective_until = models.DateTimeField(null=True, blank=True)
+    source = models.CharField(max_length=16, choices=SOURCES, default=USER)
+    note = models.CharField(max_length=200, blank=True, default="", help_text="Where this price comes from.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["provider", "model", "-effective_from"]
         constraints = [
-            models.UniqueConstraint(fields=["provider", "model", "effective_from"], name="price_version_unique"),
+            models.UniqueConstraint(
+                fields=["provider", "model", "service_tier", "effective_from"],
+                condition=models.Q(project__isnull=True),
+                name="price_version_unique_global",
+            ),
+            models.UniqueConstraint(
+                fields=["project", "provider", "model", "service_tier", "effective_from"],
+                condition=models.Q(project__isnull=False),
+                name="price_version_unique_project",
+            ),
             models.CheckConstraint(
                 condition=models.Q(input_per_1m__gte=0)
                 & models.Q(output_per_1m__gte=0)

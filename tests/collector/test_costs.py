@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from io import StringIO
 
 import pytest
 from django.core.management import call_command
@@ -37,8 +38,8 @@ def test_null_cached_rate_means_the_input_rate(api: Api):
     assert cost_of("t") == pytest.approx(1000 * 10 / 1e6 + 10 * 30 / 1e6, abs=EXACT)
 
 
-def test_longest_prefix_wins(api: Api):
-    # "gpt-4o-mini-2024-07-18" starts with both gpt-4o and gpt-4o-mini: the longer one prices it.
+def test_snapshots_get_their_own_family_price(api: Api):
+    # "gpt-4o-mini-2024-07-18" starts with both gpt-4o and gpt-4o-mini: it is a gpt-4o-mini.
     api.post_events(
         [
             make_event(event_id="mini", model="gpt-4o-mini-2024-07-18", input_tokens=1_000_000, output_tokens=0),
@@ -105,9 +106,18 @@ def test_client_cost_is_ignored_when_a_price_matches(api: Api):
 
 
 def test_event_before_the_first_price_is_unpriced(api: Api):
-    # gpt-4.1's price is effective from 2025-04-14.
-    api.post_events([make_event(event_id="old", model="gpt-4.1", started_at="2024-01-01T00:00:00Z")])
-    assert Event.objects.get(event_id="old").priced is False
+    Price.objects.create(
+        provider="acme", model="acme-large", input_per_1m=1.0, effective_from=dt.datetime(2025, 4, 14, tzinfo=dt.UTC)
+    )
+    api.post_events(
+        [
+            make_event(event_id="old", provider="acme", model="acme-large", started_at="2024-01-01T00:00:00Z"),
+            make_event(event_id="new", provider="acme", model="acme-large", started_at="2025-05-01T00:00:00Z"),
+        ]
+    )
+    old, new = Event.objects.get(event_id="old"), Event.objects.get(event_id="new")
+    assert (old.priced, old.cost_status) == (False, "unpriced")
+    assert (new.priced, new.cost_status) == (True, "exact")
 
 
 def test_price_change_leaves_older_events_at_their_old_price_until_reprice(api: Api, admin_key):
@@ -186,10 +196,16 @@ def test_reprice_recomputes_events_and_aggregates(api: Api, project):
         ]
     )
     assert Run.objects.get(run_id="r").cost_usd == pytest.approx(2.5, abs=EXACT)
-    # An edit in place (as in the admin) of the row in effect.
-    Price.objects.filter(provider="openai", model="gpt-4o").update(input_per_1m=3.0)
+    # A negotiated price added behind the events' backs (as in the admin).
+    Price.objects.create(
+        provider="openai", model="gpt-4o", input_per_1m=3.0, effective_from=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    )
     assert cost_of("a") == pytest.approx(2.5, abs=EXACT)
-    call_command("reprice", since="2026-11-19")
+    out = StringIO()
+    call_command("reprice", since="2026-11-19", stdout=out)
+    assert "Repriced 1 events" in out.getvalue()
+    assert "1 runs and 1 daily rollups rebuilt" in out.getvalue()
+    assert "$2.500000 -> $3.000000 (+0.500000)" in out.getvalue()
     assert cost_of("a") == pytest.approx(3.0, abs=EXACT)
     assert Run.objects.get(run_id="r").cost_usd == pytest.approx(3.0, abs=EXACT)
     assert Run.objects.get(run_id="r").calls == 1
@@ -218,7 +234,9 @@ def test_reprice_since_leaves_earlier_events(api: Api):
             ),
         ]
     )
-    Price.objects.filter(provider="openai", model="gpt-4o").update(input_per_1m=1.0)
+    Price.objects.create(
+        provider="openai", model="gpt-4o", input_per_1m=1.0, effective_from=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    )
     call_command("reprice", since="2026-11-20T00:00:00Z")
     assert cost_of("early") == pytest.approx(2.5, abs=EXACT)
     assert cost_of("later") == pytest.approx(1.0, abs=EXACT)

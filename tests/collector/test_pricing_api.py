@@ -15,16 +15,20 @@ from tests.conftest import Api
 pytestmark = pytest.mark.django_db
 
 
-def test_registry_is_loaded_on_migrate_with_cheaper_alternatives():
-    data = json.loads(REGISTRY_PATH.read_text())["prices"]
-    assert Price.objects.count() == len(data)
-    alternatives = dict(Price.objects.values_list("model", "cheaper_alternative"))
-    assert alternatives["gpt-4o"] == "gpt-4o-mini"
-    assert alternatives["gpt-4.1"] == "gpt-4.1-mini"
-    # Every named alternative is itself priced.
-    assert {a for a in alternatives.values() if a} <= set(alternatives)
-    pinecone = Price.objects.get(provider="pinecone")
+def test_registry_is_loaded_on_migrate_with_cheaper_alternatives(api: Api):
+    data = json.loads(REGISTRY_PATH.read_text())
+    # Only what the maintained source lacks is stored, each row naming its source.
+    assert Price.objects.count() == len(data["prices"])
+    assert set(Price.objects.values_list("source", flat=True)) == {"registry"}
+    assert all(Price.objects.values_list("note", flat=True))
+    pinecone = Price.objects.get(provider="pinecone", model="*")
     assert (pinecone.per_1m_read_units, pinecone.per_1m_write_units) == (16.0, 4.0)
+    prices = {(p["provider"], p["model"]): p for p in api.get("/pricing").json()["prices"]}
+    assert prices[("openai", "gpt-4o")]["cheaper_alternative"] == "gpt-4o-mini"
+    assert prices[("openai", "gpt-4.1")]["cheaper_alternative"] == "gpt-4.1-mini"
+    # Every named alternative is itself priced.
+    named = {p["cheaper_alternative"] for p in prices.values() if p["cheaper_alternative"]}
+    assert named <= {model for _, model in prices}
 
 
 def test_get_pricing_one_row_per_model(api: Api, admin_key):
@@ -47,7 +51,8 @@ def test_get_pricing_one_row_per_model(api: Api, admin_key):
     assert len(gpt4o) == 1
     assert gpt4o[0]["input_per_1m"] == 2.0
     assert gpt4o[0]["effective_from"] == "2026-01-01T00:00:00Z"
-    assert set(gpt4o[0]) == {
+    assert gpt4o[0]["source"] == "global"
+    assert set(gpt4o[0]) >= {
         "provider",
         "model",
         "input_per_1m",
@@ -152,6 +157,6 @@ def test_admin_lists_prices_for_staff(client, django_user_model):
     client.force_login(admin)
     response = client.get("/admin/pricing/price/")
     assert response.status_code == 200
-    assert b"gpt-4o-mini" in response.content
-    price = Price.objects.get(model="gpt-4o-mini")
+    assert b"llama-text-embed-v2" in response.content
+    price = Price.objects.get(model="llama-text-embed-v2")
     assert client.get(f"/admin/pricing/price/{price.id}/change/").status_code == 200

@@ -73,6 +73,8 @@ def test_latest_run_fields(api: Api):
         "cost_usd": pytest.approx(0.00322 + 300 * 0.15 / 1e6 + 20 * 0.6 / 1e6, abs=EXACT),
         "status": "error",  # one call failed
         "root_sections": ["agent:researcher"],
+        "unpriced_calls": 0,
+        "usage_unknown_calls": 0,
     }
 
 

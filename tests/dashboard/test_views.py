@@ -419,12 +419,14 @@ def test_pricing_page(seeded, owner_client, staff_client):
     for price in prices[:5]:
         assert price.model in body
     gpt4o = next(p for p in prices if p.model == "gpt-4o")
-    assert gpt4o.effective_from.strftime("%Y-%m-%d") in body
+    assert gpt4o.source == "genai-prices"
     assert "$2.50" in body and "$1.25" in body
+    assert "genai-prices" in body  # where each row comes from
     assert "/change/" not in body  # only staff may edit
     assert "mystery-model-1" in body[body.index('id="unpriced"') :]
     staff_body = staff_client.get("/dashboard/pricing/").content.decode()
-    assert f'href="/admin/pricing/price/{gpt4o.pk}/change/"' in staff_body
+    pinecone = next(p for p in prices if p.provider == "pinecone" and p.model == "*")
+    assert f'href="/admin/pricing/price/{pinecone.pk}/change/"' in staff_body
 
 
 # --- performance guard ------------------------------------------------------------

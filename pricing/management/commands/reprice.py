@@ -23,5 +23,10 @@ class Command(BaseCommand):
             if project is None:
                 raise CommandError(f"no project named {options['project']!r}")
             project_id = project.id
-        changed = events_reprice(since=since, project_id=project_id)
-        self.stdout.write(f"Repriced {changed} events since {since.isoformat()}")
+        report = events_reprice(since=since, project_id=project_id)
+        self.stdout.write(
+            f"Repriced {report.events} events since {since.isoformat()}: "
+            f"{report.runs} runs and {report.rollup_days} daily rollups rebuilt; "
+            f"total ${report.old_total_usd:.6f} -> ${report.new_total_usd:.6f} "
+            f"({report.new_total_usd - report.old_total_usd:+.6f})"
+        )
