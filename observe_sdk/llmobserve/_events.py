@@ -16,7 +16,7 @@ from .context import new_event_id, new_run_id, new_span_id
 # payload kinds for KIND_CALL records
 P_NONE = 0
 P_OPENAI_RAW = 2  # payload: raw JSON bytes of an OpenAI response (with_raw_response)
-P_PINECONE = 3  # payload: (usage, op, est_n, est_bytes, host, namespace, extra)
+P_PINECONE = 3  # payload: (op, result, est_n, est_bytes, host, namespace, extra, req): see pinecone_event
 P_TOKENS = 4  # payload: (input, output, cached_input, reasoning) already extracted
 # payload: (usage, head, ttft_s, incomplete) of an OpenAI stream. usage: the
 # usage-only chunk's SSE line as bytes (byte scan), a usage object or dict
@@ -154,8 +154,67 @@ def _index_name_from_host(host: str | None) -> str | None:
     return first.rsplit("-", 1)[0] if "-" in first else first
 
 
-def pinecone_units(payload: Any, attrs: dict[str, Any]) -> tuple:
-    usage, op, est_n, est_bytes, host, namespace, extra = payload
+def _model_id(v: Any) -> str | None:
+    """A model as its id: pinecone's ``EmbedModel``/``RerankModel`` members
+    are str-mixin enums whose ``str()`` is not the id."""
+    v = getattr(v, "value", v)
+    return v if v is None or isinstance(v, str) else str(v)
+
+
+def _pinecone_inference(op: str, result: Any, model: Any) -> tuple:
+    model = _model_id(_get(result, "model") or model)  # the model that served it
+    if result is None:  # the call failed
+        return model, 0.0, 0.0, None
+    usage = _get(result, "usage")
+    if op == "embed":
+        unit, n = "embed_tokens", _get(usage, "total_tokens")
+    else:
+        unit, n = "rerank_units", _get(usage, "rerank_units")
+    if n is None:
+        return model, 0.0, 0.0, {"usage_known": False}
+    return model, 0.0, 0.0, {"usage_details": {unit: _int(n)}}
+
+
+def _pinecone_pages(op: str, result: Any, req: Any, attrs: dict[str, Any]) -> tuple[float, dict | None]:
+    """list_paginated / fetch_by_metadata (one page) and list() (a walk of
+    pages): the read units the pages report, or usage_known false."""
+    pages = getattr(result, "pages", None) if op == "list" else (result,)
+    if pages is None or (op != "list" and result is None):
+        return 0.0, None  # the call failed
+    ru = 0.0
+    known = True
+    records = 0
+    for page in pages:
+        n = _get(_get(page, "usage"), "read_units")
+        if n is None:
+            known = False
+        else:
+            ru += float(n)
+        try:
+            records += len(_get(page, "vectors") or ())
+        except TypeError:
+            pass
+    attrs["records"] = records
+    if op == "list":
+        attrs["pages"] = len(pages)
+        if req:
+            attrs["ended_early"] = True  # closed before its last page
+    return ru, (None if known else {"usage_known": False})
+
+
+def pinecone_event(payload: Any, model: Any, attrs: dict[str, Any]) -> tuple:
+    """(model, read_units, write_units, fields) of a Pinecone call; fills its
+    attributes. ``fields``: the wire v1.1 fields the call adds
+    (``usage_details``, ``price_context``, ``usage_known``), or None.
+
+    payload: (op, result, est_n, est_bytes, host, namespace, extra, req) —
+    result: the response (a ``_Pages`` for list(); None when the call
+    failed); est_n/est_bytes: the caller-side estimate inputs; req: the
+    search's ``rerank`` argument, ``"filter"``/``"dry_run"`` for an update by
+    metadata filter, True for a list() walk closed before its last page."""
+    op, result, est_n, est_bytes, host, namespace, extra, req = payload
+    if op in ("embed", "rerank"):
+        return _pinecone_inference(op, result, model)
     if host:
         attrs["index_host"] = host
         name = _index_name_from_host(host)
@@ -165,25 +224,58 @@ def pinecone_units(payload: Any, attrs: dict[str, Any]) -> tuple:
         attrs["namespace"] = namespace
     if extra:
         attrs.update(extra)
+    if op in ("list", "list_paginated", "fetch_by_metadata"):
+        page_ru, page_fields = _pinecone_pages(op, result, req, attrs)
+        return model, page_ru, 0.0, page_fields
+    usage = _get(result, "usage")
     ru = _get(usage, "read_units")
     wu = _get(usage, "write_units")
+    fields: dict[str, Any] | None = None
+    if op == "update" and req is not None and result is not None:
+        # update by metadata filter: the response reports the records the filter
+        # matched (billed per record written), never units
+        matched = _get(result, "matched_records")
+        if matched is not None:
+            attrs["matched_records"] = _int(matched)
+        if wu is not None:
+            return model, float(ru or 0), float(wu), None
+        if req == "dry_run":
+            attrs["dry_run"] = True
+            return model, 0.0, 0.0, {"usage_known": False}
+        if matched is None:
+            return model, 0.0, 0.0, {"usage_known": False}
+        return model, 0.0, 0.0, {"usage_details": {"matched_records": _int(matched)}}
     embed = _get(usage, "embed_total_tokens")
     if embed:
         attrs["embed_total_tokens"] = _int(embed)
+    if op in ("search", "search_records"):
+        details = {}
+        if embed:
+            details["embed_tokens"] = _int(embed)
+        rerank = _get(usage, "rerank_units")
+        if rerank:
+            details["rerank_units"] = _int(rerank)
+        rerank_model = _model_id(_get(req, "model")) if req is not None else None
+        if details or rerank_model:
+            fields = {}
+            if details:
+                fields["usage_details"] = details
+            if rerank_model:
+                fields["price_context"] = {"rerank_model": rerank_model}
     if ru is not None or wu is not None:
-        return float(ru or 0), float(wu or 0)
+        return model, float(ru or 0), float(wu or 0), fields
     attrs["units_estimated"] = True
     E = UNIT_ESTIMATES
     if op in ("query", "search", "search_records"):
-        return E["query_min_ru"], 0.0
+        return model, E["query_min_ru"], 0.0, fields
     if op == "fetch":
-        return float(max(1, math.ceil((est_n or 0) / E["fetch_records_per_ru"]))), 0.0
+        return model, float(max(1, math.ceil((est_n or 0) / E["fetch_records_per_ru"]))), 0.0, None
     if op in ("upsert", "upsert_records"):
         kb = (est_bytes or 0) / E["bytes_per_wu"]
-        return 0.0, float(max(E["write_min_wu"], math.ceil(kb)))
+        return model, 0.0, float(max(E["write_min_wu"], math.ceil(kb))), None
     if op in ("update", "delete"):
-        return 0.0, E["write_min_wu"]
-    return 0.0, 0.0
+        return model, 0.0, E["write_min_wu"], None
+    return model, 0.0, 0.0, None
 
 
 # ----------------------------------------------------------------------- build
@@ -225,6 +317,7 @@ def build_event(item: tuple) -> dict[str, Any]:
         attributes = {**frame.attrs, **attributes}
     inp = out = cached = reasoning = 0
     ru = wu = 0.0
+    extra_fields: dict[str, Any] | None = None  # further wire fields of the call
     if pkind == P_TOKENS:
         if payload is not None:
             inp, out, cached, reasoning = payload
@@ -239,7 +332,7 @@ def build_event(item: tuple) -> dict[str, Any]:
     elif pkind == P_OPENAI_STREAM:
         model, (inp, out, cached, reasoning) = openai_stream(payload, model, attributes)
     elif pkind == P_PINECONE:
-        ru, wu = pinecone_units(payload, attributes)
+        model, ru, wu, extra_fields = pinecone_event(payload, model, attributes)
     if frame is None:
         run_id = new_run_id()
         parent_span_id = section = path = None
@@ -272,4 +365,5 @@ def build_event(item: tuple) -> dict[str, Any]:
         "error_type": error_type,
         "service": _state.service,
         "attributes": attributes,
+        **(extra_fields or {}),
     }
