@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 SMALLEST = Decimal("0.000001")
 
@@ -85,3 +86,48 @@ def change(current: float, previous: float) -> dict[str, str]:
     if abs(ratio) < 0.5:
         return {"text": "±0%", "direction": "flat"}
     return {"text": f"{'+' if ratio > 0 else '−'}{abs(ratio):.0f}%", "direction": "up" if ratio > 0 else "down"}
+
+
+# How each billable unit reads on the run page; call units show their count.
+_UNIT_LABELS = {
+    "input_tokens": ("input", False),
+    "cached_input_tokens": ("cached", False),
+    "cache_write_tokens": ("cache writes", False),
+    "input_audio_tokens": ("audio in", False),
+    "output_tokens": ("output", False),
+    "reasoning_tokens": ("reasoning", False),
+    "output_audio_tokens": ("audio out", False),
+    "web_search_calls": ("web searches", True),
+    "file_search_calls": ("file searches", True),
+    "code_interpreter_sessions": ("code interpreter sessions", True),
+    "read_units": ("read units", True),
+    "write_units": ("write units", True),
+    "embed_tokens": ("embed tokens", False),
+    "rerank_units": ("rerank units", True),
+    "requests": ("per request", False),
+    "discount": ("discount", False),
+}
+_UNIT_ORDER = {unit: i for i, unit in enumerate(_UNIT_LABELS)}
+
+
+def cost_breakdown(call: dict[str, Any]) -> str:
+    """A call's cost by unit: "input $0.012 · cached $0.0005 · output $0.02 · 2 web searches $0.02"."""
+    details = call.get("cost_details") or {}
+    counts = {**(call.get("usage_details") or {})}
+    for column in ("read_units", "write_units"):
+        if call.get(column):
+            counts[column] = call[column]
+    parts = []
+    for unit in sorted(details, key=lambda u: (_UNIT_ORDER.get(u, 99), u)):
+        label, counted = _UNIT_LABELS.get(unit, (unit.replace("_", " "), True))
+        if counted and counts.get(unit):
+            count = counts[unit]
+            label = f"{int(count) if float(count).is_integer() else count} {label}"
+        usd_value = details[unit]
+        parts.append(f"{label} no price" if usd_value is None else f"{label} {usd(usd_value)}")
+    return " · ".join(parts)
+
+
+def unpriced_units(call: dict[str, Any]) -> str:
+    details = call.get("cost_details") or {}
+    return ", ".join(_UNIT_LABELS.get(u, (u, True))[0] for u, v in details.items() if v is None)

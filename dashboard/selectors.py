@@ -14,7 +14,7 @@ from django.apps import apps
 from django.db import connection
 from django.db.models import Max, Sum
 
-from events.models import DailyRollup, Run, RunSection
+from events.models import DailyRollup, Event, Run, RunSection
 
 Dimension = Literal["section", "model"]
 NO_SECTION = "(no section)"
@@ -120,6 +120,61 @@ def model_unpriced_list(*, project_id: int, since: dt.date) -> list[dict[str, An
         .order_by("-calls", "provider", "model")
     )
     return [dict(row) for row in rows]
+
+
+@dataclass(slots=True)
+class CannotPrice:
+    """SPEC §3 "nothing hides": the calls of a window whose cost is not the bill."""
+
+    models: list[dict[str, Any]]  # provider, model, calls, last_day: no price for the model
+    units: list[dict[str, Any]]  # unit, calls: a unit with no price on a priced model
+    usage_unknown: list[dict[str, Any]]  # provider, model, calls, last_day: usage never arrived
+    sampled: bool = False  # units counted over the newest UNIT_SAMPLE calls only
+
+    @property
+    def empty(self) -> bool:
+        return not (self.models or self.units or self.usage_unknown)
+
+
+UNIT_SAMPLE = 5000
+
+
+def spend_unpriced_summary(*, project_id: int, since: dt.date) -> CannotPrice:
+    """Unpriced models, unpriced units and usage-unknown calls since `since`.
+
+    Models and usage-unknown counts come from the daily rollups; the units
+    from the calls that are not exact, read through the partial index
+    event_project_not_exact (exact calls, nearly all of them, are never read),
+    and at most the newest UNIT_SAMPLE of those.
+    """
+    unknown = (
+        DailyRollup.objects.filter(project_id=project_id, day__gte=since, usage_unknown_calls__gt=0)
+        .values("provider", "model")
+        .annotate(calls=Sum("usage_unknown_calls"), last_day=Max("day"))
+        .order_by("-calls", "provider", "model")
+    )
+    start = dt.datetime.combine(since, dt.time(), tzinfo=dt.UTC)
+    rows = list(
+        Event.objects.filter(project_id=project_id, started_at__gte=start)
+        .exclude(cost_status="exact")  # the partial index's own predicate, so the planner can use it
+        .filter(cost_status="unpriced")
+        .exclude(model=None)
+        .order_by("-started_at")
+        .values_list("cost_details", flat=True)[:UNIT_SAMPLE]
+    )
+    units: dict[str, int] = {}
+    for details in rows:
+        missing = [u for u, v in (details or {}).items() if v is None]
+        # A call with no price at all is listed with its model above.
+        if missing and len(missing) < len(details):
+            for unit in missing:
+                units[unit] = units.get(unit, 0) + 1
+    return CannotPrice(
+        models=model_unpriced_list(project_id=project_id, since=since),
+        units=[{"unit": u, "calls": n} for u, n in sorted(units.items(), key=lambda kv: (-kv[1], kv[0]))],
+        usage_unknown=[dict(row) for row in unknown],
+        sampled=len(rows) >= UNIT_SAMPLE,
+    )
 
 
 def run_filter_options(*, project_id: int, since: dt.date) -> dict[str, list[str]]:

@@ -127,6 +127,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     chart_start = max(start, min(first, today - dt.timedelta(days=CHART_MIN_DAYS - 1)))
     available, insights, _computation = selectors.insight_list_for_project(project_id=project.id, limit=5)
     chart = stacked_daily(series, start=chart_start, end=today)
+    cannot_price = selectors.spend_unpriced_summary(project_id=project.id, since=start)
     context.update(
         has_runs=selectors.project_has_runs(project_id=project.id),
         spend=[{"item": s, "change": change(s.current, s.previous)} for s in spend],
@@ -146,7 +147,8 @@ def overview(request: HttpRequest) -> HttpResponse:
         top_models=selectors.spend_top_list(project_id=project.id, dimension="model", start=window_start, end=today),
         insights_available=available,
         insights=insights,
-        unpriced=selectors.model_unpriced_list(project_id=project.id, since=start),
+        unpriced=cannot_price.models,
+        cannot_price=cannot_price,
         chart_tabs=[{"by": b, "url": _query({"days": window}, by=b), "current": b == by} for b in ("section", "model")],
         window_tabs=[
             {"label": label, "url": _query({"by": by}, days=d), "current": d == window} for d, label in WINDOWS.items()
@@ -290,7 +292,8 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         tree=tree,
         by_model=sorted(by_model.values(), key=lambda e: -e["cost"]),
         failed_calls=[c for c in calls if c["status"] == "error"],
-        unpriced_calls=sum(1 for c in calls if not c.get("priced", True) and c.get("model")),
+        unpriced_calls=sum(1 for c in calls if c.get("cost_status") == "unpriced"),
+        usage_unknown_calls=sum(1 for c in calls if c.get("cost_status") == "usage_unknown"),
         runs_url=reverse("dashboard:runs"),
     )
     return _page(request, "dashboard/run_detail.html", context)

@@ -29,7 +29,10 @@ class Price(models.Model):
         max_length=200, blank=True, default="", help_text="Optional regular expression a model id must fully match."
     )
     service_tier = models.CharField(
-        max_length=32, blank=True, default="", help_text="Only for calls on this service tier; empty: any tier."
+        max_length=32,
+        blank=True,
+        default="",
+        help_text="Only for calls on this service tier (flex, priority, …, or batch: the Batch API); empty: any.",
     )
     input_per_1m = models.FloatField(default=0)
     cached_input_per_1m = models.FloatField(null=True, blank=True, help_text="Empty means the same as input.")

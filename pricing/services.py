@@ -270,7 +270,7 @@ class _Layer:
                 versions.sort(key=lambda v: v.start)
         self.patterns = list(dict.fromkeys(self.patterns))
 
-    def find(self, provider: str, model: str, at: dt.datetime, tier: str) -> RateCard | None:
+    def find(self, provider: str, model: str, at: dt.datetime, tier: str, processing: str = "") -> RateCard | None:
         """Exact id, the id less a snapshot suffix, a declared pattern, then the provider-wide row."""
         providers = [provider] if provider else sorted({k[0] for k in self.rows})
         for p in providers:
@@ -281,16 +281,18 @@ class _Layer:
             keys += [key for prov, pattern, key in self.patterns if prov == p and pattern.fullmatch(model)]
             keys.append((p, PROVIDER_WIDE))
             for key in keys:
-                card = self._version(key, at, tier)
+                card = self._version(key, at, tier, processing)
                 if card is not None:
                     return card
         return None
 
-    def _version(self, key: tuple[str, str], at: dt.datetime, tier: str) -> RateCard | None:
+    def _version(self, key: tuple[str, str], at: dt.datetime, tier: str, processing: str) -> RateCard | None:
         tiers = self.rows.get(key)
         if not tiers:
             return None
-        for candidate in (tier, "") if tier else ("",):
+        # A row for the call's variant (a Batch API row is stored with tier "batch"), else the any-tier row.
+        candidates = [c for c in ("batch" if processing == "batch" else "", tier) if c] + [""]
+        for candidate in candidates:
             versions = tiers.get(candidate)
             if not versions:
                 continue
@@ -457,18 +459,18 @@ class PriceTable:
         self, provider: str, model: str, at: dt.datetime, project_id: int | None, tier: str, processing: str, host: str
     ) -> RateCard | None:
         if project_id is not None and project_id in self.projects:
-            card = self.projects[project_id].find(provider, model, at, tier)
+            card = self.projects[project_id].find(provider, model, at, tier, processing)
             if card is not None:
                 return card
-        card = self.global_rows.find(provider, model, at, tier)
+        card = self.global_rows.find(provider, model, at, tier, processing)
         if card is None and model:
-            card = self.registry_rows.find(provider, model, at, tier)
+            card = self.registry_rows.find(provider, model, at, tier, processing)
             if card is not None and card.matched == PROVIDER_WIDE:
                 card = _genai_card(provider, model, host, at, tier, processing) or card
             elif card is None:
                 card = _genai_card(provider, model, host, at, tier, processing)
         if card is None:
-            card = self.registry_rows.find(provider, model, at, tier)
+            card = self.registry_rows.find(provider, model, at, tier, processing)
         if card is None:
             return None
         return self._finish(card, provider, model, at, project_id)
@@ -477,10 +479,12 @@ class PriceTable:
         rates = dict(card.rates)
         sources: dict[str, str] = {}
         providers = dict.fromkeys(p for p in (provider, card.provider) if p)
-        for unit, (rate, note) in self.supplements.for_model(providers, model, at).items():
-            if unit not in rates:
-                rates[unit] = rate
-                sources[unit] = note
+        # The call's own id first, then the id the price matched (a fine-tune's base family).
+        for name in dict.fromkeys((model, card.matched.lower())):
+            for unit, (rate, note) in self.supplements.for_model(providers, name, at).items():
+                if unit not in rates:
+                    rates[unit] = rate
+                    sources[unit] = note
         alternative = card.cheaper_alternative or self.alternatives.get(card.provider, {}).get(card.matched.lower(), "")
         discount = 0.0
         if card.source != SOURCE_PROJECT and project_id is not None:

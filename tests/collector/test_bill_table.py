@@ -599,7 +599,27 @@ def _slug(case_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.:-]", "-", case_id)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+# Known gaps of the pinned price source that no registry row fills yet: these
+# cases fail on purpose (strict: they turn red the day the source gets it right,
+# so the mark comes off).  genai-prices 0.2.3 dates OpenAI's flex, priority and
+# batch variants from 2026-10-12/14, so an older call on those tiers gets the
+# standard price.
+SOURCE_GAPS = {
+    "gpt-4o-mini-batch-2025-03-01": "genai-prices 0.2.3: batch variants start 2026-10-14",
+    "o3-flex-2025-07-01": "genai-prices 0.2.3: flex variants start 2026-10-12",
+}
+
+
+def _params(cases: list[Case]) -> list[Any]:
+    return [
+        pytest.param(c, id=c.id, marks=pytest.mark.xfail(strict=True, reason=SOURCE_GAPS[c.id]))
+        if c.id in SOURCE_GAPS
+        else pytest.param(c, id=c.id)
+        for c in cases
+    ]
+
+
+@pytest.mark.parametrize("case", _params(CASES))
 def test_bill(api: Api, case: Case):
     slug = _slug(case.id)
     event = make_event(event_id=f"bill-{slug}", run_id=f"run-bill-{slug}", span_id=f"call-{slug}")
@@ -619,8 +639,12 @@ def test_bill(api: Api, case: Case):
     node = _call_node(detail.json()["tree"], event["span_id"])
     assert node, detail.json()
     assert node["cost_usd"] == pytest.approx(case.expected_usd, abs=EXACT)
-    if "cost_status" in node:
-        assert node["cost_status"] == case.expected_status
+    assert node["cost_status"] == case.expected_status
+    assert node["provider"] == event.get("provider") and node["model"] == event.get("model")
+    assert node["service_tier"] == (event.get("price_context") or {}).get("service_tier")
+    # The per-unit figures add up to the call's cost when every unit is priced.
+    if case.expected_status == "exact":
+        assert sum(node["cost_details"].values()) == pytest.approx(case.expected_usd, abs=EXACT)
 
 
 # --- A newer price source never re-costs stored events until `reprice` ----------------------------
