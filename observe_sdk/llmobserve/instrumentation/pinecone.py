@@ -1,16 +1,18 @@
 """Pinecone instrumentation: the data plane and Pinecone Inference.
 
-What is wrapped is one table, ``TARGETS`` (module, ``Class.method``,
-wrapper): on ``Index``, its asyncio twin (``AsyncIndex`` in pinecone 8+,
-``_IndexAsyncio`` in older releases) and the gRPC index (``GrpcIndex``,
-pinecone 10's built-in transport; ``GRPCIndex`` of the older
-``pinecone[grpc]`` extra): ``query``, ``upsert``, ``fetch``, ``delete``,
-``update``, ``search``, ``upsert_records``, ``search_records``,
-``fetch_by_metadata``, ``list_paginated`` and ``list`` (one event per walk
-of the pages, see ``_walk``); on the gRPC index also the ``*_async``
-methods, so that the request pinecone runs on its thread pool is recorded
-in the caller's section; on ``Inference`` / ``AsyncInference``: ``embed``
-and ``rerank``. A method missing in the installed version is skipped.
+What is wrapped is one table of (module, ``Class.method``, wrapper),
+``_targets()``, built from ``INDEX_CLASSES`` x ``OPS`` and
+``INFERENCE_CLASSES`` x ``INFERENCE_OPS``. On ``Index``, its asyncio twin
+(``AsyncIndex`` in pinecone 8+, ``_IndexAsyncio`` in older releases) and the
+gRPC index (``GrpcIndex``, pinecone 10's built-in transport, no extra
+needed; ``GRPCIndex`` of the 5.x-7.x ``pinecone[grpc]`` extra, untested
+here): ``query``, ``upsert``, ``fetch``, ``delete``, ``update``, ``search``,
+``upsert_records``, ``search_records``, ``fetch_by_metadata``,
+``list_paginated`` and ``list`` (one event per walk of the pages, see
+``_walk``); on the gRPC index also the ``*_async`` methods, so that the
+request pinecone runs on its thread pool is recorded in the caller's
+section. On ``Inference`` / ``AsyncInference``: ``embed`` and ``rerank``.
+A method missing in the installed version is skipped.
 
 The caller's thread only times the call and queues the response object with
 a few request facts (``_payload``); units are read from it on the exporter
@@ -362,6 +364,7 @@ async def _awalk(pages: Any, frame: Any, instance: Any, kwargs: dict) -> Any:
 
 def _make_list(is_async: bool) -> Any:
     walk = _awalk if is_async else _walk
+    step = "__anext__" if is_async else "__next__"
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if not _state.active or _inside.get() is not None:
@@ -369,7 +372,10 @@ def _make_list(is_async: bool) -> Any:
         frame = _get_frame()
         if sampled_out(frame):
             return wrapped(*args, **kwargs)
-        return walk(wrapped(*args, **kwargs), frame, instance, kwargs)
+        pages = wrapped(*args, **kwargs)
+        if not hasattr(pages, step):  # not the generator of pages we know: left as it is
+            return pages
+        return walk(pages, frame, instance, kwargs)
 
     return wrapper
 
