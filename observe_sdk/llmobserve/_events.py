@@ -15,15 +15,22 @@ from .context import new_event_id, new_run_id, new_span_id
 
 # payload kinds for KIND_CALL records
 P_NONE = 0
-P_OPENAI_RAW = 2  # payload: raw JSON bytes of an OpenAI response (with_raw_response)
+# payload: the raw body of an OpenAI response, as the caller read it
+# (with_raw_response; with_streaming_response once read): JSON, or an SSE
+# stream's text
+P_OPENAI_RAW = 2
 P_PINECONE = 3  # payload: (op, result, est_n, est_bytes, host, namespace, extra, req): see pinecone_event
-P_TOKENS = 4  # payload: (input, output, cached_input, reasoning) already extracted
-# payload: (usage, head, ttft_s, incomplete) of an OpenAI stream. usage: the
-# usage-only chunk's SSE line as bytes (byte scan), a usage object or dict
-# (parsed chunks), or None; head: the start of the body's first bytes (its
-# "model"), or None. Decoded here, off the caller's thread: at the end of a
-# stream the caller's code is cold in the CPU's caches, so every step moved
-# here is worth several times its instruction count there.
+# payload: openai_usage() of an OpenAI result, already extracted, or None
+# when the result carried no usage (e.g. a background response, still queued)
+P_TOKENS = 4
+# payload: (usage, head, ttft_s, incomplete, ctx) of an OpenAI stream. usage:
+# the SSE line of the chunk that carried it as bytes (byte scan), a usage
+# object or dict (parsed chunks), or None; head: the start of the body's
+# first bytes (its "model", its "service_tier"), or None; ctx: (service_tier,
+# usage_details) read from parsed events (Responses), or None. Decoded here,
+# off the caller's thread: at the end of a stream the caller's code is cold
+# in the CPU's caches, so every step moved here is worth several times its
+# instruction count there.
 P_OPENAI_STREAM = 5
 
 _ts_sec = -1
@@ -59,35 +66,120 @@ def _int(v: Any) -> int:
         return 0
 
 
-def openai_tokens(usage: Any) -> tuple:
-    """(input, output, cached_input, reasoning) from a chat / responses /
-    embeddings / completions ``usage`` (pydantic object or dict)."""
-    if usage is None:
-        return 0, 0, 0, 0
-    if isinstance(usage, dict):
-        g = usage.get
-        inp = g("prompt_tokens")
-        if inp is None:
-            inp = g("input_tokens")
-        out = g("completion_tokens")
-        if out is None:
-            out = g("output_tokens")
-        d_in = g("prompt_tokens_details") or g("input_tokens_details")
-        d_out = g("completion_tokens_details") or g("output_tokens_details")
-        cached = _get(d_in, "cached_tokens")
-        reasoning = _get(d_out, "reasoning_tokens")
+def _fields(obj: Any) -> dict | None:
+    """A usage (sub)object's fields as a dict: a dict as it is; openai's
+    pydantic models, their fields plus any the server sent beyond the
+    declared ones (``__pydantic_extra__``: a proxy's ``cache_creation_input_tokens``,
+    a newer API's field on an older openai). Read from the dicts, never by a
+    getattr that may miss: a miss costs ~2 µs on pydantic, and non-streamed
+    results are read on the caller's thread."""
+    if obj is None or type(obj) is dict:
+        return obj
+    try:
+        d = obj.__dict__
+        ex = obj.__pydantic_extra__
+    except AttributeError:  # a dict's subclass, pydantic v1 (extras in __dict__), another object
+        return obj if isinstance(obj, dict) else getattr(obj, "__dict__", None)
+    return {**d, **ex} if ex else d
+
+
+def _unit(details: dict | None, unit: str, v: Any) -> dict | None:
+    """``details`` with ``unit`` added when ``v`` is a positive count (only
+    non-zero units are sent)."""
+    n = _int(v)
+    if n:
+        if details is None:
+            return {unit: n}
+        details[unit] = n
+    return details
+
+
+def openai_tools(output: Any, details: dict | None = None) -> dict | None:
+    """``details`` plus the billed tool calls among a Responses ``output``'s
+    items (objects or dicts): ``web_search_calls``, ``file_search_calls``
+    (one per item), ``code_interpreter_sessions`` (one per distinct container)."""
+    web = files = 0
+    containers: set | None = None
+    try:
+        for item in output:
+            t = _get(item, "type")
+            if t == "web_search_call":
+                web += 1
+            elif t == "file_search_call":
+                files += 1
+            elif t == "code_interpreter_call":
+                if containers is None:
+                    containers = set()
+                containers.add(_get(item, "container_id"))
+    except TypeError:  # not a list of items
+        return details
+    details = _unit(details, "web_search_calls", web)
+    details = _unit(details, "file_search_calls", files)
+    return _unit(details, "code_interpreter_sessions", len(containers) if containers else 0)
+
+
+def openai_usage(usage: Any, tier: Any = None, output: Any = None) -> tuple | None:
+    """(input, output, cached_input, reasoning, usage_details, service_tier) of
+    a chat / responses / embeddings / completions ``usage`` (pydantic object
+    or dict), or None when there is no usage (unknown, never zero).
+
+    usage_details (SPEC §2 wire v1.1, non-zero units only, or None):
+    ``input_audio_tokens`` / ``output_audio_tokens`` (the details'
+    ``audio_tokens``), ``cache_write_tokens`` (the details'
+    ``cache_write_tokens`` / ``cache_creation_tokens``, or the usage's
+    ``cache_creation_input_tokens`` as Anthropic-shaped proxies report it) —
+    each included in input/output as the provider reports them, so those
+    stay as they are — and the tool calls of a Responses ``output``.
+    ``tier``: the response's ``service_tier`` (a str), passed through."""
+    u = _fields(usage)
+    if u is None:
+        return None
+    g = u.get
+    inp = g("prompt_tokens")
+    if inp is None:
+        inp = g("input_tokens")
+    out = g("completion_tokens")
+    if out is None:
+        out = g("output_tokens")
+    d_in = _fields(g("prompt_tokens_details") or g("input_tokens_details"))
+    d_out = _fields(g("completion_tokens_details") or g("output_tokens_details"))
+    cached = reasoning = 0
+    details = None
+    write = g("cache_creation_input_tokens")
+    if d_in:  # (the common zeros and Nones cost no call)
+        cached = _int(d_in.get("cached_tokens"))
+        v = d_in.get("audio_tokens")
+        if v:
+            details = _unit(details, "input_audio_tokens", v)
+        v = d_in.get("cache_write_tokens") or d_in.get("cache_creation_tokens")
+        if v:
+            write = v
+    if d_out:
+        reasoning = _int(d_out.get("reasoning_tokens"))
+        v = d_out.get("audio_tokens")
+        if v:
+            details = _unit(details, "output_audio_tokens", v)
+    if write:
+        details = _unit(details, "cache_write_tokens", write)
+    if output:
+        details = openai_tools(output, details)
+    return _int(inp), _int(out), cached, reasoning, details, tier if isinstance(tier, str) else None
+
+
+def openai_fields(u: tuple | None, tier: Any = None) -> dict[str, Any]:
+    """The wire v1.1 fields of an OpenAI call from its :func:`openai_usage`;
+    None: ``usage_known`` false (with the ``service_tier`` the call reported
+    all the same, if any)."""
+    f: dict[str, Any] = {}
+    if u is None:
+        f["usage_known"] = False
     else:
-        inp = getattr(usage, "prompt_tokens", None)
-        if inp is None:
-            inp = getattr(usage, "input_tokens", None)
-        out = getattr(usage, "completion_tokens", None)
-        if out is None:
-            out = getattr(usage, "output_tokens", None)
-        d_in = getattr(usage, "prompt_tokens_details", None) or getattr(usage, "input_tokens_details", None)
-        d_out = getattr(usage, "completion_tokens_details", None) or getattr(usage, "output_tokens_details", None)
-        cached = None if d_in is None else _get(d_in, "cached_tokens")
-        reasoning = None if d_out is None else _get(d_out, "reasoning_tokens")
-    return _int(inp), _int(out), _int(cached), _int(reasoning)
+        if u[4]:
+            f["usage_details"] = u[4]
+        tier = u[5]
+    if tier and isinstance(tier, str):
+        f["price_context"] = {"service_tier": tier}
+    return f
 
 
 # ------------------------------------------------------------------ pinecone
@@ -122,9 +214,29 @@ def model_of(data: bytes) -> str | None:
         return None
 
 
-def openai_stream(payload: tuple, model: Any, attrs: dict[str, Any]) -> tuple[Any, tuple]:
-    """(model, tokens) of a finished stream; fills its stream attributes."""
-    usage, head, ttft, incomplete = payload
+def tier_of(data: bytes) -> str | None:
+    """The first ``"service_tier"`` string in ``data`` (every chat chunk
+    carries it, before its choices), without decoding the JSON."""
+    i = data.find(b'"service_tier":')
+    if i < 0:
+        return None
+    i += 15
+    while data[i : i + 1] == b" ":
+        i += 1
+    j = data.find(b'"', i + 1)
+    if data[i : i + 1] != b'"' or j < 0:
+        return None  # null, or cut off
+    try:
+        return data[i + 1 : j].decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def openai_stream(payload: tuple, model: Any, attrs: dict[str, Any]) -> tuple[Any, tuple | None, Any]:
+    """(model, openai_usage or None, service_tier) of a finished stream; fills
+    its stream attributes. The usage is the last one the stream carried: on the usage-only
+    chunk, or on a content chunk (OpenAI-compatible servers)."""
+    usage, head, ttft, incomplete, ctx = payload
     attrs["stream"] = True
     if ttft is not None:
         attrs["ttft_ms"] = round(ttft * 1000.0, 3)
@@ -132,16 +244,53 @@ def openai_stream(payload: tuple, model: Any, attrs: dict[str, Any]) -> tuple[An
         attrs["stream_incomplete"] = True
     if head is not None:
         model = model_of(head) or model
+    tier = tools = None
+    if ctx is not None:
+        tier, tools = ctx
     if isinstance(usage, bytes):
         try:
             data = json.loads(usage[usage.index(b"{") :])
         except Exception:
             data = None
-        if not isinstance(data, dict):
-            return model, (0, 0, 0, 0)
-        model = data.get("model") or model
-        usage = data.get("usage")
-    return model, openai_tokens(usage)
+        usage = None
+        if isinstance(data, dict):
+            model = data.get("model") or model
+            usage = data.get("usage")
+            tier = data.get("service_tier") or tier
+    if tier is None and head is not None:
+        tier = tier_of(head)
+    u = openai_usage(usage, tier)
+    if u is not None and tools:
+        u = u[:4] + ({**u[4], **tools} if u[4] else tools, u[5])
+    return model, u, tier
+
+
+def _sse_usage_event(body: bytes) -> Any:
+    """The last event of an SSE body that reports a usage object, decoded."""
+    for line in reversed(body.splitlines()):
+        if line.startswith(b"data:") and (b'"usage":{' in line or b'"usage": {' in line):
+            try:
+                return json.loads(line[5:])
+            except Exception:
+                continue
+    return None
+
+
+def openai_raw(body: Any, model: Any) -> tuple[Any, tuple | None, Any]:
+    """(model, openai_usage or None, service_tier) of a response body the caller read:
+    JSON, or an SSE stream's text (its last event with usage; a Responses
+    stream's ``response.completed`` carries it in ``response``)."""
+    try:
+        data = json.loads(body)
+    except Exception:
+        data = _sse_usage_event(body) if isinstance(body, bytes) else None
+    if not isinstance(data, dict):
+        return model, None, None
+    r = data.get("response")
+    if isinstance(r, dict) and "usage" in r:
+        data = r
+    tier = data.get("service_tier")
+    return data.get("model") or model, openai_usage(data.get("usage"), tier, data.get("output")), tier
 
 
 def _index_name_from_host(host: str | None) -> str | None:
@@ -318,21 +467,25 @@ def build_event(item: tuple) -> dict[str, Any]:
     inp = out = cached = reasoning = 0
     ru = wu = 0.0
     extra_fields: dict[str, Any] | None = None  # further wire fields of the call
+    host = None
+    if type(provider) is tuple:  # an OpenAI call: (provider, the API host its client talked to)
+        provider, host = provider
     if pkind == P_TOKENS:
         if payload is not None:
-            inp, out, cached, reasoning = payload
-    elif pkind == P_OPENAI_RAW:
-        try:
-            data = json.loads(payload)
-        except Exception:
-            data = None
-        if isinstance(data, dict):
-            model = data.get("model") or model
-            inp, out, cached, reasoning = openai_tokens(data.get("usage"))
-    elif pkind == P_OPENAI_STREAM:
-        model, (inp, out, cached, reasoning) = openai_stream(payload, model, attributes)
+            inp, out, cached, reasoning = payload[:4]
+        extra_fields = openai_fields(payload)
+    elif pkind == P_OPENAI_RAW or pkind == P_OPENAI_STREAM:
+        if pkind == P_OPENAI_RAW:
+            model, u, tier = openai_raw(payload, model)
+        else:
+            model, u, tier = openai_stream(payload, model, attributes)
+        if u is not None:
+            inp, out, cached, reasoning = u[:4]
+        extra_fields = openai_fields(u, tier)
     elif pkind == P_PINECONE:
         model, ru, wu, extra_fields = pinecone_event(payload, model, attributes)
+    if host:
+        extra_fields = {**extra_fields, "provider_host": host} if extra_fields else {"provider_host": host}
     if frame is None:
         run_id = new_run_id()
         parent_span_id = section = path = None

@@ -33,7 +33,7 @@ def emit_call(
     frame: Frame | None,
     span_type: str,
     name: str,
-    provider: str,
+    provider: str | tuple[str, str | None],
     model: Any,
     wall: float,
     latency: float,
@@ -43,7 +43,9 @@ def emit_call(
     attrs: dict | None,
 ) -> None:
     """Queue one instrumented call. Everything costly (ids, timestamps,
-    token extraction, JSON, gzip) happens later on the exporter thread."""
+    token extraction, JSON, gzip) happens later on the exporter thread.
+    ``provider``: a name, or (name, the API host its client talked to) —
+    OpenAI calls pass their client's pair, worked out once per client."""
     exp = exporter
     if exp is not None:
         exp.put(

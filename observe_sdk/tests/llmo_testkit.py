@@ -197,8 +197,10 @@ USAGE_RESPONSES = {
 STREAM_WORDS = ["Hel", "lo", ",", " wor", "ld", "!"]
 
 
-def chat_completion(model: str, content: str = "Hello, world!") -> dict[str, Any]:
-    return {
+def chat_completion(
+    model: str, content: str = "Hello, world!", tier: str | None = "default", usage: Any = USAGE_CHAT
+) -> dict[str, Any]:
+    out = {
         "id": "chatcmpl-abc123",
         "object": "chat.completion",
         "created": 1764147600,
@@ -212,32 +214,47 @@ def chat_completion(model: str, content: str = "Hello, world!") -> dict[str, Any
                 "finish_reason": "stop",
             }
         ],
-        "usage": USAGE_CHAT,
-        "service_tier": "default",
+        "usage": usage,
+        "service_tier": tier,
     }
+    if tier is None:
+        del out["service_tier"]
+    return out
 
 
 def chat_sse(
-    model: str, include_usage: bool, words: list[str], compact: bool = False, obfuscation: bool = True
+    model: str,
+    include_usage: bool,
+    words: list[str],
+    compact: bool = False,
+    obfuscation: bool = True,
+    tier: str | None = "default",
+    usage: Any = USAGE_CHAT,
+    usage_on_content: bool = False,
 ) -> bytes:
     """A chat stream's body in the API's shape: every chunk ends with an
     ``obfuscation`` member (random padding of random length, on unless the
     request sets ``include_obfuscation`` false), after ``"usage": null``
-    when usage was asked for."""
+    when usage was asked for. ``usage_on_content``: as OpenAI-compatible
+    servers send it, whether asked or not: no usage member on the other
+    chunks, the usage on the last content chunk (its finish_reason), no
+    usage-only chunk."""
     resp_model = model + "-2024-08-06" if model == "gpt-4o" else model
     base = {
         "id": "chatcmpl-s1",
         "object": "chat.completion.chunk",
         "created": 1764147600,
         "model": resp_model,
-        "service_tier": "default",
+        "service_tier": tier,
         "system_fingerprint": "fp_abc",
     }
+    if tier is None:
+        del base["service_tier"]
     chunks = []
 
     def mk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         c = dict(base, choices=[{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
-        if include_usage:
+        if include_usage and not usage_on_content:
             c["usage"] = None
         return c
 
@@ -245,8 +262,10 @@ def chat_sse(
     for w in words:
         chunks.append(mk({"content": w}))
     chunks.append(mk({}, "stop"))
-    if include_usage:
-        chunks.append(dict(base, choices=[], usage=USAGE_CHAT))
+    if usage_on_content:
+        chunks[-1]["usage"] = usage
+    elif include_usage:
+        chunks.append(dict(base, choices=[], usage=usage))
     if obfuscation:
         for i, c in enumerate(chunks):
             c["obfuscation"] = "Zq8xW3kPb2Lm9TcR"[: 1 + (i * 7) % 16]
@@ -255,8 +274,11 @@ def chat_sse(
     return out + b"data: [DONE]\n\n"
 
 
-def response_obj(model: str, text: str = "Hi there") -> dict[str, Any]:
-    return {
+def response_obj(
+    model: str, text: str = "Hi there", tier: str | None = None, usage: Any = USAGE_RESPONSES, tools: Any = ()
+) -> dict[str, Any]:
+    """A Responses API result; ``tools``: output items (tool calls) before its message."""
+    out = {
         "id": "resp_123",
         "object": "response",
         "created_at": 1764147600,
@@ -274,13 +296,43 @@ def response_obj(model: str, text: str = "Hi there") -> dict[str, Any]:
         "parallel_tool_calls": True,
         "tool_choice": "auto",
         "tools": [],
-        "usage": USAGE_RESPONSES,
+        "usage": usage,
         "text": {"format": {"type": "text"}},
+    }
+    out["output"] = [*tools, *out["output"]]
+    if tier is not None:
+        out["service_tier"] = tier
+    return out
+
+
+def web_search_call(i: int) -> dict[str, Any]:
+    return {
+        "type": "web_search_call",
+        "id": f"ws_{i}",
+        "status": "completed",
+        "action": {"type": "search", "query": f"q{i}"},
     }
 
 
-def responses_sse(model: str, words: list[str]) -> bytes:
-    full = response_obj(model, "".join(words))
+def file_search_call(i: int) -> dict[str, Any]:
+    return {"type": "file_search_call", "id": f"fs_{i}", "status": "completed", "queries": [f"q{i}"], "results": None}
+
+
+def code_interpreter_call(i: int, container: str) -> dict[str, Any]:
+    return {
+        "type": "code_interpreter_call",
+        "id": f"ci_{i}",
+        "status": "completed",
+        "code": "print(1)",
+        "container_id": container,
+        "outputs": [{"type": "logs", "logs": "1"}],
+    }
+
+
+def responses_sse(model: str, words: list[str], **kw: Any) -> bytes:
+    """A Responses stream; ``kw`` as :func:`response_obj` (the final response
+    in ``response.completed``)."""
+    full = response_obj(model, "".join(words), **kw)
     started = dict(full, status="in_progress", output=[], usage=None)
     events = [
         ("response.created", {"type": "response.created", "response": started, "sequence_number": 0}),
@@ -354,7 +406,7 @@ def responses_sse(model: str, words: list[str]) -> bytes:
                 "type": "response.output_item.done",
                 "output_index": 0,
                 "sequence_number": seq + 2,
-                "item": full["output"][0],
+                "item": full["output"][-1],
             },
         ),
         ("response.completed", {"type": "response.completed", "response": full, "sequence_number": seq + 3}),
@@ -393,6 +445,14 @@ def _body(hx: Any, payload: bytes, chunking: Any, broken: bool = False, crlf: bo
     return Body()
 
 
+def _json(hx: Any, status: int, obj: Any, headers: dict[str, str] | None = None) -> Any:
+    """A JSON response whose body arrives over the "network" (a byte stream
+    the client reads, as from a socket: a ``with_streaming_response`` body
+    stays unread until the caller reads it)."""
+    h = {"content-type": "application/json", **(headers or {})}
+    return hx.Response(status, stream=_body(hx, json.dumps(obj).encode(), "whole"), headers=h)
+
+
 class OpenAIUpstream:
     """Handler for the transport's MockTransport: realistic JSON and SSE."""
 
@@ -407,8 +467,17 @@ class OpenAIUpstream:
         # "error_event" (an in-stream {"error": ...} event after two chunks),
         # "ignore_usage" (a compatible server that never sends usage),
         # "cut_tail" (no [DONE], and the body ends right after the last
-        # event's data line, without the blank line that would dispatch it)
+        # event's data line, without the blank line that would dispatch it),
+        # "usage_on_content" (a compatible server that always puts the usage
+        # on its last content chunk: see chat_sse)
         self.stream_fault: str | None = None
+        # what responses report: the service tier (chat; Responses: None, not
+        # sent), usage objects, Responses tool-call output items
+        self.tier: str | None = "default"
+        self.responses_tier: str | None = None
+        self.usage_chat: Any = USAGE_CHAT
+        self.usage_responses: Any = USAGE_RESPONSES
+        self.tools: list[dict[str, Any]] = []
 
     def __call__(self, request: Any) -> Any:
         hx = http_module()
@@ -416,10 +485,11 @@ class OpenAIUpstream:
         path = request.url.path
         self.requests.append({"path": path, "body": body})
         if self.fail_with:
-            return hx.Response(
+            return _json(
+                hx,
                 self.fail_with,
-                json={"error": {"message": "boom", "type": "server_error", "param": None, "code": None}},
-                headers={"x-request-id": "req_err"},
+                {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}},
+                {"x-request-id": "req_err"},
             )
         model = body.get("model", "gpt-4o")
         stream = body.get("stream") is True
@@ -429,7 +499,16 @@ class OpenAIUpstream:
                 inc = bool((body.get("stream_options") or {}).get("include_usage"))
                 fault = self.stream_fault
                 obf = (body.get("stream_options") or {}).get("include_obfuscation", True) is not False
-                payload = chat_sse(model, inc and fault != "ignore_usage", self.words, self.compact, obf)
+                payload = chat_sse(
+                    model,
+                    inc and fault != "ignore_usage",
+                    self.words,
+                    self.compact,
+                    obf,
+                    self.tier,
+                    self.usage_chat,
+                    fault == "usage_on_content",
+                )
                 if fault == "cut_tail":
                     payload = payload[: payload.rindex(b"\n\ndata: [DONE]")]
                 if fault in ("drop", "error_event"):
@@ -441,25 +520,30 @@ class OpenAIUpstream:
                     broken = _body(hx, head, self.chunking, broken=True, crlf=self.crlf)
                     return hx.Response(200, stream=broken, headers=sse)
                 return hx.Response(200, stream=_body(hx, payload, self.chunking, crlf=self.crlf), headers=sse)
-            resp = chat_completion(model)
+            resp = chat_completion(model, tier=self.tier, usage=self.usage_chat)
             rf = body.get("response_format") or {}
             if rf.get("type") == "json_schema":
                 resp["choices"][0]["message"]["content"] = json.dumps({"answer": 42, "steps": ["a", "b"]})
-            return hx.Response(200, json=resp)
+            return _json(hx, 200, resp)
         if path.endswith("/responses"):
+            kw = dict(tier=self.responses_tier, usage=self.usage_responses, tools=self.tools)
             if stream:
-                return hx.Response(200, stream=_body(hx, responses_sse(model, self.words), self.chunking), headers=sse)
-            resp = response_obj(model)
+                payload = responses_sse(model, self.words, **kw)
+                return hx.Response(200, stream=_body(hx, payload, self.chunking), headers=sse)
+            resp = response_obj(model, **kw)
+            if body.get("background"):  # queued: no output, no usage yet
+                resp = dict(resp, status="queued", background=True, output=[], usage=None)
             fmt = (body.get("text") or {}).get("format") or {}
             if fmt.get("type") == "json_schema":
                 resp["output"][0]["content"][0]["text"] = json.dumps({"answer": 42, "steps": ["a", "b"]})
-            return hx.Response(200, json=resp)
+            return _json(hx, 200, resp)
         if path.endswith("/embeddings"):
             inputs = body.get("input")
             n = len(inputs) if isinstance(inputs, list) else 1
-            return hx.Response(
+            return _json(
+                hx,
                 200,
-                json={
+                {
                     "object": "list",
                     "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(n)],
                     "model": model,
@@ -481,9 +565,10 @@ class OpenAIUpstream:
                     chunks.append(dict(base, choices=[], usage=usage))
                 out = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
                 return hx.Response(200, stream=_body(hx, out, self.chunking, crlf=self.crlf), headers=sse)
-            return hx.Response(
+            return _json(
+                hx,
                 200,
-                json={
+                {
                     "id": "cmpl-1",
                     "object": "text_completion",
                     "created": 1764147600,
@@ -492,7 +577,7 @@ class OpenAIUpstream:
                     "usage": usage,
                 },
             )
-        return hx.Response(404, json={"error": {"message": "not found"}})
+        return _json(hx, 404, {"error": {"message": "not found"}})
 
 
 @pytest.fixture
@@ -511,6 +596,23 @@ def oa_client(upstream):
         max_retries=0,
         http_client=hx.Client(transport=hx.MockTransport(upstream)),
     )
+
+
+def make_client(upstream: Any, use_async: bool = False, azure: bool = False, **kw: Any) -> Any:
+    """The real openai client (``azure``: ``AzureOpenAI``), talking to
+    ``upstream`` through its HTTP library's MockTransport; ``kw``: e.g.
+    ``base_url``, ``azure_endpoint``."""
+    import openai
+
+    hx = http_module()
+    http = (hx.AsyncClient if use_async else hx.Client)(transport=hx.MockTransport(upstream))
+    cls: Any
+    if azure:
+        cls = openai.AsyncAzureOpenAI if use_async else openai.AzureOpenAI
+        kw.setdefault("api_version", "2024-10-21")
+    else:
+        cls = openai.AsyncOpenAI if use_async else openai.OpenAI
+    return cls(api_key="sk-test", max_retries=0, http_client=http, **kw)
 
 
 @pytest.fixture

@@ -8,7 +8,16 @@ import json
 
 import llmobserve
 import pytest
-from llmo_testkit import STREAM_WORDS, http_module, wait_for
+from llmo_testkit import (
+    STREAM_WORDS,
+    USAGE_CHAT,
+    code_interpreter_call,
+    file_search_call,
+    http_module,
+    make_client,
+    wait_for,
+    web_search_call,
+)
 from llmobserve import section, trace
 
 openai = pytest.importorskip("openai")
@@ -301,15 +310,56 @@ def test_with_raw_response_stream_is_not_altered(obs, oa_client, upstream):
     assert e["attributes"]["raw_response"] is True
 
 
-def test_with_streaming_response_keeps_working(obs, oa_client):
+@pytest.mark.parametrize("use_async", [False, True])
+def test_with_streaming_response_usage_from_the_body_read_or_unknown(obs, upstream, use_async):
+    # the SDK never reads the caller's body: the call is recorded when the
+    # response is closed, with the body's exact usage if the caller read it
+    # whole, else as usage unknown (never an exact zero)
+    kw = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    client = make_client(upstream, use_async)
+
+    def sync_calls():
+        with client.chat.completions.with_streaming_response.create(**kw) as resp:
+            read = json.loads(resp.read())
+        with client.chat.completions.with_streaming_response.create(**kw) as resp:
+            lines = list(resp.iter_lines())
+        return read, lines
+
+    async def async_calls():
+        async with client.chat.completions.with_streaming_response.create(**kw) as resp:
+            read = json.loads(await resp.read())
+        async with client.chat.completions.with_streaming_response.create(**kw) as resp:
+            lines = [line async for line in resp.iter_lines()]
+        return read, lines
+
+    read, lines = asyncio.run(async_calls()) if use_async else sync_calls()
+    assert read["usage"]["prompt_tokens"] == 1200 and json.loads("".join(lines)) == read
+    flushed(obs, 2)
+    (first,) = [e for e in obs.calls() if "usage_known" not in e]  # read whole
+    (second,) = [e for e in obs.calls() if e is not first]  # iterated by lines
+    assert first["name"] == second["name"] == "chat.completions.create"
+    assert (first["input_tokens"], first["output_tokens"], first["cached_input_tokens"]) == (1200, 150, 1024)
+    assert "usage_known" not in first and first["price_context"] == {"service_tier": "default"}
+    assert first["attributes"]["raw_response"] is True and "usage_unavailable" not in first["attributes"]
+    assert second["usage_known"] is False and second["input_tokens"] == 0
+    assert second["attributes"]["usage_unavailable"] is True
+
+
+def test_with_streaming_response_of_a_stream_read_whole_gives_its_usage(obs, oa_client):
+    kw = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
     with oa_client.chat.completions.with_streaming_response.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "q"}]
+        **kw, stream_options={"include_usage": True}
     ) as resp:
-        data = json.loads(resp.read())
-    assert data["usage"]["prompt_tokens"] == 1200
-    flushed(obs, 1)
-    (e,) = obs.calls()
-    assert e["name"] == "chat.completions.create" and e["attributes"]["usage_unavailable"] is True
+        body = resp.read()
+    with oa_client.chat.completions.with_streaming_response.create(**kw) as resp:
+        chunks = list(resp.parse())  # the stream, decoded by openai: unseen by the SDK
+    assert body.count(b"data: ") == len(STREAM_WORDS) + 4 and len(chunks) == len(STREAM_WORDS) + 2
+    flushed(obs, 2)
+    known = [e for e in obs.calls() if "usage_known" not in e]
+    unknown = [e for e in obs.calls() if e.get("usage_known") is False]
+    assert [(e["input_tokens"], e["output_tokens"]) for e in known] == [(1200, 150)]
+    assert known[0]["price_context"] == {"service_tier": "default"}
+    assert len(unknown) == 1 and unknown[0]["input_tokens"] == 0
 
 
 # ----------------------------------------------------------------------- streams
@@ -647,6 +697,7 @@ def test_stream_without_usage_from_the_server_keeps_chunk_model(obs, oa_client, 
     flushed(obs, 1)
     (e,) = obs.calls()
     assert e["status"] == "ok" and e["input_tokens"] == 0 and e["model"] == "gpt-4o-2024-08-06"
+    assert e["usage_known"] is False  # not an exact $0
     assert "stream_incomplete" not in e["attributes"]
 
 
@@ -737,6 +788,381 @@ def test_async_error_reaches_caller(obs, oa_async_client, upstream):
     assert e["status"] == "error" and e["error_type"] == "RateLimitError" and e["attributes"]["http_status"] == 429
 
 
+# ------------------------------------------------- what the bill depends on (wire v1.1)
+def _calls_by_name(obs, n):
+    flushed(obs, n)
+    return {e["name"]: e for e in obs.calls()}
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_provider_and_host_from_the_client(obs, upstream, use_async):
+    chat = dict(model="gpt-35-turbo", messages=[{"role": "user", "content": "q"}])
+    clients = [
+        ("openai", "api.openai.test", make_client(upstream, use_async, base_url="https://api.openai.test/v1")),
+        ("openai", "localhost:8080", make_client(upstream, use_async, base_url="http://LocalHost:8080/v1")),
+        (
+            "azure",
+            "acme.openai.azure.com",
+            make_client(upstream, use_async, True, azure_endpoint="https://acme.openai.azure.com"),
+        ),
+        # the Azure client on any host is azure; an OpenAI client on an Azure host too
+        (
+            "azure",
+            "llm.internal:8443",
+            make_client(upstream, use_async, True, base_url="https://llm.internal:8443/openai"),
+        ),
+        (
+            "azure",
+            "acme.openai.azure.com",
+            make_client(upstream, use_async, base_url="https://acme.openai.azure.com/openai/v1"),
+        ),
+    ]
+
+    async def acall(c, **kw):
+        return await c.chat.completions.create(**chat, **kw)
+
+    for i, (_, _, c) in enumerate(clients):
+        with llmobserve.run(run_id=f"r{i}"):
+            for kw in ({}, {"stream": True}):
+                if use_async:
+                    r = asyncio.run(acall(c, **kw))
+                    if kw:
+                        asyncio.run(_drain(r))
+                else:
+                    r = c.chat.completions.create(**chat, **kw)
+                    if kw:
+                        list(r)
+    upstream.fail_with = 500  # an error is recorded with its client's provider too
+    with llmobserve.run(run_id="r2"), pytest.raises(openai.InternalServerError):
+        asyncio.run(acall(clients[2][2])) if use_async else clients[2][2].chat.completions.create(**chat)
+    flushed(obs, 11)
+    for i, (provider, host, _) in enumerate(clients):
+        got = [e for e in obs.calls() if e["run_id"] == f"r{i}"]
+        assert len(got) == (3 if i == 2 else 2)
+        for e in got:
+            assert (e["provider"], e["provider_host"]) == (provider, host), (i, e["attributes"])
+
+
+async def _drain(stream):
+    return [c async for c in stream]
+
+
+def test_provider_host_follows_a_new_base_url(obs, upstream):
+    c = make_client(upstream, base_url="https://api.openai.test/v1")
+    chat = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    c.chat.completions.create(**chat)
+    c.base_url = "https://acme.openai.azure.com/openai/v1"
+    c.chat.completions.create(**chat)
+    flushed(obs, 2)
+    got = sorted((e["provider"], e["provider_host"]) for e in obs.calls())
+    assert got == [("azure", "acme.openai.azure.com"), ("openai", "api.openai.test")]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_service_tier_of_chat_responses_and_streams(obs, upstream, use_async):
+    upstream.tier, upstream.responses_tier = "flex", "priority"
+    client = make_client(upstream, use_async, base_url="https://api.openai.test/v1")
+    chat = dict(model="o3", messages=[{"role": "user", "content": "q"}])
+    calls = [
+        ("chat", lambda: client.chat.completions.create(**chat)),
+        ("chat-stream", lambda: client.chat.completions.create(**chat, stream=True)),
+        ("responses", lambda: client.responses.create(model="gpt-5", input="q")),
+        ("responses-stream", lambda: client.responses.create(model="gpt-5", input="q", stream=True)),
+        ("embeddings", lambda: client.embeddings.create(model="text-embedding-3-small", input="a")),
+    ]
+
+    async def run_async():
+        for label, fn in calls:
+            with section(label):
+                r = await fn()
+                if "stream" in label:
+                    await _drain(r)
+
+    if use_async:
+        asyncio.run(run_async())
+    else:
+        for label, fn in calls:
+            with section(label):
+                r = fn()
+                if "stream" in label:
+                    list(r)
+    flushed(obs, 10)
+    by = {e["section"]: e for e in obs.calls()}
+    assert by["chat"]["price_context"] == by["chat-stream"]["price_context"] == {"service_tier": "flex"}
+    assert by["responses"]["price_context"] == by["responses-stream"]["price_context"] == {"service_tier": "priority"}
+    assert "price_context" not in by["embeddings"]  # no service_tier reported
+    assert by["chat-stream"]["input_tokens"] == 1200 and by["responses-stream"]["input_tokens"] == 900
+
+
+def test_service_tier_sent_as_reported_and_only_then(obs, oa_client, upstream):
+    chat = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    for tier in ("scale", None):
+        upstream.tier = upstream.responses_tier = tier
+        with section(f"tier {tier}"):
+            oa_client.chat.completions.create(**chat)
+            list(oa_client.chat.completions.create(**chat, stream=True))
+            oa_client.responses.create(model="gpt-4.1", input="q")
+    flushed(obs, 8)
+    for e in obs.calls():
+        assert e["input_tokens"] > 0 and "usage_known" not in e
+        if e["section"] == "tier scale":
+            assert e["price_context"] == {"service_tier": "scale"}, e["name"]
+        else:
+            assert "price_context" not in e, e["name"]
+
+
+def test_stream_left_before_its_usage_keeps_the_tier_of_its_first_chunk(obs, oa_client, upstream):
+    upstream.tier = "priority"
+    s = oa_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
+    next(s)
+    s.close()
+    flushed(obs, 1)
+    (e,) = obs.calls()
+    assert e["price_context"] == {"service_tier": "priority"} and e["usage_known"] is False
+
+
+AUDIO_CHAT = {
+    "prompt_tokens": 1000,
+    "completion_tokens": 700,
+    "total_tokens": 1700,
+    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 800, "cache_write_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 600},
+}
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_audio_tokens_details_chat_and_stream(obs, upstream, use_async):
+    upstream.usage_chat = AUDIO_CHAT
+    client = make_client(upstream, use_async, base_url="https://api.openai.test/v1")
+    chat = dict(model="gpt-4o-audio-preview", messages=[{"role": "user", "content": "q"}])
+
+    async def run_async():
+        await client.chat.completions.create(**chat)
+        return await _drain(await client.chat.completions.create(**chat, stream=True))
+
+    if use_async:
+        asyncio.run(run_async())
+    else:
+        client.chat.completions.create(**chat)
+        list(client.chat.completions.create(**chat, stream=True))
+    flushed(obs, 2)
+    for e in obs.calls():
+        # included in input/output, as the provider reports them: those stay as they are
+        assert (e["input_tokens"], e["output_tokens"], e["cached_input_tokens"]) == (1000, 700, 0)
+        assert e["usage_details"] == {"input_audio_tokens": 800, "output_audio_tokens": 600}, e["attributes"]
+
+
+def test_usage_details_only_non_zero_units(obs, oa_client, upstream):
+    chat = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    upstream.usage_chat = dict(AUDIO_CHAT, completion_tokens_details={"reasoning_tokens": 0, "audio_tokens": 0})
+    with section("audio in"):
+        oa_client.chat.completions.create(**chat)
+        list(oa_client.chat.completions.create(**chat, stream=True))
+    # the default usage reports audio_tokens 0 (and no cache writes): no usage_details at all
+    upstream.usage_chat = USAGE_CHAT
+    with section("text"):
+        oa_client.chat.completions.create(**chat)
+        list(oa_client.chat.completions.create(**chat, stream=True))
+    flushed(obs, 6)
+    for e in obs.calls():
+        if e["section"] == "audio in":
+            assert e["usage_details"] == {"input_audio_tokens": 800}
+        else:
+            assert "usage_details" not in e and "usage_known" not in e and e["input_tokens"] == 1200
+
+
+def test_cache_write_tokens_as_providers_and_proxies_report_them(obs, oa_client, upstream):
+    chat = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    # the API's prompt_tokens_details.cache_write_tokens (non-streamed)
+    upstream.usage_chat = dict(
+        USAGE_CHAT_BASE, prompt_tokens_details={"cached_tokens": 1024, "cache_write_tokens": 150}
+    )
+    with section("api"):
+        oa_client.chat.completions.create(**chat)
+    # an Anthropic-shaped proxy: cache_creation_input_tokens on the usage (a stream, decoded from bytes)
+    upstream.usage_chat = dict(USAGE_CHAT_BASE, cache_creation_input_tokens=300)
+    with section("proxy"):
+        list(oa_client.chat.completions.create(**chat, stream=True))
+    # Responses: input_tokens_details.cache_write_tokens
+    upstream.usage_responses = {
+        "input_tokens": 900,
+        "input_tokens_details": {"cached_tokens": 512, "cache_write_tokens": 200},
+        "output_tokens": 300,
+        "output_tokens_details": {"reasoning_tokens": 128},
+        "total_tokens": 1200,
+    }
+    with section("responses"):
+        oa_client.responses.create(model="gpt-5", input="q")
+    flushed(obs, 6)
+    by = {e["section"]: e for e in obs.calls()}
+    assert by["api"]["usage_details"] == {"cache_write_tokens": 150}
+    assert by["proxy"]["usage_details"] == {"cache_write_tokens": 300}
+    assert by["responses"]["usage_details"] == {"cache_write_tokens": 200}
+    assert (by["api"]["input_tokens"], by["proxy"]["input_tokens"], by["responses"]["input_tokens"]) == (
+        1200,
+        1200,
+        900,
+    )
+
+
+USAGE_CHAT_BASE = {"prompt_tokens": 1200, "completion_tokens": 150, "total_tokens": 1350}
+TOOLS = [
+    web_search_call(1),
+    web_search_call(2),
+    file_search_call(1),
+    code_interpreter_call(1, "cntr_a"),
+    code_interpreter_call(2, "cntr_a"),
+    code_interpreter_call(3, "cntr_b"),
+]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_responses_tool_calls_counted(obs, upstream, use_async):
+    client = make_client(upstream, use_async, base_url="https://api.openai.test/v1")
+    upstream.tools = TOOLS
+
+    async def run_async():
+        with section("plain"):
+            await client.responses.create(model="gpt-5", input="q")
+        with section("stream"):
+            await _drain(await client.responses.create(model="gpt-5", input="q", stream=True))
+        with section("raw"):
+            await client.responses.with_raw_response.create(model="gpt-5", input="q")
+        upstream.tools = TOOLS[:2]
+        with section("two searches"):
+            await client.responses.create(model="gpt-5", input="q")
+
+    if use_async:
+        asyncio.run(run_async())
+    else:
+        with section("plain"):
+            client.responses.create(model="gpt-5", input="q")
+        with section("stream"):
+            list(client.responses.create(model="gpt-5", input="q", stream=True))
+        with section("raw"):
+            client.responses.with_raw_response.create(model="gpt-5", input="q")
+        upstream.tools = TOOLS[:2]
+        with section("two searches"):
+            client.responses.create(model="gpt-5", input="q")
+    flushed(obs, 8)
+    by = {e["section"]: e for e in obs.calls()}
+    want = {"web_search_calls": 2, "file_search_calls": 1, "code_interpreter_sessions": 2}
+    for label in ("plain", "stream", "raw"):
+        assert by[label]["usage_details"] == want, label
+        assert (by[label]["input_tokens"], by[label]["output_tokens"]) == (900, 300)
+    assert by["two searches"]["usage_details"] == {"web_search_calls": 2}
+
+
+@pytest.mark.parametrize("chunking", ["event", "whole", 7])
+@pytest.mark.parametrize("use_async", [False, True])
+def test_usage_on_a_content_chunk_recorded_exactly_and_passed_on(
+    obs, oa_client, oa_async_client, upstream, use_async, chunking
+):
+    # an OpenAI-compatible server puts the usage on its last content chunk
+    # (no usage-only chunk): the caller gets that chunk as the server sent it
+    upstream.stream_fault, upstream.chunking = "usage_on_content", chunking
+    upstream.usage_chat = AUDIO_CHAT
+    kw = dict(model="gemini-2.5-flash", messages=[{"role": "user", "content": "q"}])
+    llmobserve.uninstrument()
+    bare = _stream_view(oa_client, oa_async_client, use_async, **kw)
+    llmobserve.observe(obs.url, api_key="test-key", service="svc", flush_interval=0.05)
+    got = _stream_view(oa_client, oa_async_client, use_async, **kw)
+    assert got == bare and len(got) == len(STREAM_WORDS) + 2
+    assert got[-1]["usage"]["prompt_tokens"] == 1000 and got[-1]["choices"][0]["finish_reason"] == "stop"
+    flushed(obs, 1)
+    (e,) = obs.calls()
+    assert (e["input_tokens"], e["output_tokens"], e["status"]) == (1000, 700, "ok")
+    assert e["usage_details"] == {"input_audio_tokens": 800, "output_audio_tokens": 600}
+    assert "usage_known" not in e and "stream_incomplete" not in e["attributes"]
+
+
+def test_usage_on_a_content_chunk_when_the_caller_asked_for_usage(obs, oa_client, upstream):
+    upstream.stream_fault = "usage_on_content"
+    got = list(
+        oa_client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "q"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert len(got) == len(STREAM_WORDS) + 2 and got[-1].usage.prompt_tokens == 1200 and got[-1].choices
+    flushed(obs, 1)
+    assert (obs.calls()[0]["input_tokens"], obs.calls()[0]["output_tokens"]) == (1200, 150)
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_stream_abandoned_before_its_usage_is_usage_unknown(obs, upstream, use_async):
+    client = make_client(upstream, use_async, base_url="https://api.openai.test/v1")
+    chat = dict(model="gpt-4o", messages=[{"role": "user", "content": "q"}], stream=True)
+
+    def sync_calls():
+        with section("break"):
+            s = client.chat.completions.create(**chat)
+            for i, _ in enumerate(s):
+                if i == 2:
+                    break  # after 3 chunks
+            s.close()
+        with section("with"), client.chat.completions.create(**chat) as s:
+            next(s)
+        with section("responses"), client.responses.create(model="gpt-5", input="q", stream=True) as r:
+            next(r)
+        with section("whole"):
+            list(client.chat.completions.create(**chat))
+
+    async def async_calls():
+        with section("break"):
+            s = await client.chat.completions.create(**chat)
+            i = 0
+            async for _ in s:
+                i += 1
+                if i == 3:
+                    break
+            await s.close()
+        with section("with"):
+            async with await client.chat.completions.create(**chat) as s:
+                await s.__anext__()
+        with section("responses"):
+            async with await client.responses.create(model="gpt-5", input="q", stream=True) as r:
+                await r.__anext__()
+        with section("whole"):
+            await _drain(await client.chat.completions.create(**chat))
+
+    asyncio.run(async_calls()) if use_async else sync_calls()
+    flushed(obs, 8)
+    by = {e["section"]: e for e in obs.calls()}
+    for label in ("break", "with", "responses"):
+        e = by[label]
+        assert e["usage_known"] is False and e["input_tokens"] == 0, label
+        assert e["attributes"]["stream_incomplete"] is True and e["status"] == "ok"
+    assert "usage_known" not in by["whole"] and by["whole"]["input_tokens"] == 1200
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_background_response_is_usage_unknown(obs, upstream, use_async):
+    client = make_client(upstream, use_async, base_url="https://api.openai.test/v1")
+
+    async def acreate(**kw):
+        return await client.responses.create(**kw)
+
+    kw = dict(model="o3-deep-research", input="q", background=True)
+    r = asyncio.run(acreate(**kw)) if use_async else client.responses.create(**kw)
+    assert r.status == "queued" and r.usage is None
+    flushed(obs, 1)
+    (e,) = obs.calls()
+    assert e["usage_known"] is False and e["input_tokens"] == e["output_tokens"] == 0
+    assert e["model"] == "o3-deep-research" and e["status"] == "ok"
+
+
+def test_complete_calls_are_not_flagged_and_carry_the_default_tier(obs, oa_client):
+    oa_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    flushed(obs, 1)
+    (e,) = obs.calls()
+    assert "usage_known" not in e and "usage_details" not in e
+    assert e["price_context"] == {"service_tier": "default"}
+    assert (e["provider"], e["provider_host"]) == ("openai", "api.openai.test")
+
+
 # ------------------------------------------------------------------ lifecycle
 def test_observe_twice_instruments_once_and_uninstrument_restores(collector):
     from openai.resources.chat.completions import Completions
@@ -799,14 +1225,21 @@ def test_stream_record_decoded_on_the_exporter_survives_bad_bytes():
     from llmobserve._events import P_OPENAI_STREAM, build_event
 
     def ev(usage, head, model="gpt-4o"):
-        rec = (_state.KIND_CALL, None, "llm", "chat.completions.create", "openai", model, 0.0, 0.5, None)
-        return build_event(rec + (P_OPENAI_STREAM, (usage, head, 0.0123, False), None))
+        rec = (_state.KIND_CALL, None, "llm", "chat.completions.create", ("openai", "api.openai.com"), model)
+        return build_event(rec + (0.0, 0.5, None, P_OPENAI_STREAM, (usage, head, 0.0123, False, None), None))
 
     good = b'data: {"model":"gpt-4o-mini-2024-07-18","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}'
-    e = ev(good, b'data: {"id":"c","model":"gpt-4o-2024-08-06","choices":[')
+    e = ev(good, b'data: {"id":"c","model":"gpt-4o-2024-08-06","service_tier":"flex","choices":[')
     assert (e["model"], e["input_tokens"], e["output_tokens"]) == ("gpt-4o-mini-2024-07-18", 7, 3)
     assert e["attributes"] == {"stream": True, "ttft_ms": 12.3}
+    assert (e["provider"], e["provider_host"], e["price_context"]) == (
+        "openai",
+        "api.openai.com",
+        {"service_tier": "flex"},
+    )
+    assert "usage_known" not in e and "usage_details" not in e
     e = ev(b'data: {"choices":[],"usage":{"prompt_tok', b'data: {"id":"c","model":"gpt-4o-2024-08-06"')
-    assert (e["model"], e["input_tokens"], e["output_tokens"]) == ("gpt-4o-2024-08-06", 0, 0)
-    e = ev(b"\xff\xfe not json", b'data: {"model":"\xff\xfe"}')
-    assert (e["model"], e["input_tokens"]) == ("gpt-4o", 0)
+    assert (e["model"], e["input_tokens"], e["output_tokens"], e["usage_known"]) == ("gpt-4o-2024-08-06", 0, 0, False)
+    e = ev(b"\xff\xfe not json", b'data: {"model":"\xff\xfe","service_tier":"\xff"}')
+    assert (e["model"], e["input_tokens"], e["usage_known"]) == ("gpt-4o", 0, False)
+    assert "price_context" not in e

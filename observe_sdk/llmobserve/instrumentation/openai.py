@@ -6,11 +6,15 @@ Wrapped (sync and async): ``chat.completions.create`` / ``.parse``,
 and ``with_raw_response`` go through these methods and are covered too.
 
 Hot path: read the context, time the call, put one small tuple on the
-exporter queue. Token extraction happens on the exporter thread.
+exporter queue. A non-streamed result's usage is read into a few numbers
+there (the result itself is never queued); stream bodies are decoded on the
+exporter thread. Every call also carries its client's provider and API host
+(SPEC §2 ``provider``, ``provider_host``), worked out once per client.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import weakref
@@ -19,7 +23,7 @@ from typing import Any
 import wrapt
 
 from .. import _state
-from .._events import P_NONE, P_OPENAI_RAW, P_OPENAI_STREAM, P_TOKENS, openai_tokens
+from .._events import P_NONE, P_OPENAI_RAW, P_OPENAI_STREAM, P_TOKENS, openai_tools, openai_usage
 from ..context import _current, sampled_out
 from ._patching import Patcher
 
@@ -57,6 +61,43 @@ _Stream: Any = None
 _AsyncStream: Any = None
 _SSEDecoder: Any = None  # openai's own text/event-stream decoder
 _LineDecoder: Any = None  # the SSE decoder's line splitter, where openai has one (3.x; 1.x has none)
+_Azure: tuple = ()  # openai's AzureOpenAI and AsyncAzureOpenAI classes
+_UNKNOWN_CLIENT = ("openai", None)
+
+
+def _who(instance: Any) -> tuple:
+    """(provider, provider_host) of the client behind ``instance`` (one of
+    its resources): worked out once per client and kept on it with the base
+    URL it was worked out from, so a client whose ``base_url`` is set anew
+    is looked at again. Cached: two attribute reads and a comparison a call."""
+    try:
+        c = instance._client
+        w = c._llmo_who
+        if w[0] is c._base_url:
+            return w[1]
+    except Exception:
+        pass
+    return _identify(instance)
+
+
+def _identify(instance: Any) -> tuple:
+    """The client's ``AzureOpenAI``/``AsyncAzureOpenAI`` class, or a base
+    URL on ``*.openai.azure.com``: ``azure``; otherwise ``openai``. The host
+    is the base URL's, with its port when not the scheme's default
+    (``api.openai.com``, ``acme.openai.azure.com``, ``localhost:8080``)."""
+    try:
+        c = instance._client
+        url = c._base_url
+        host = url.netloc.decode("ascii").lower() or None
+        azure = isinstance(c, _Azure) or (url.host or "").lower().endswith(".openai.azure.com")
+        who = ("azure" if azure else "openai", host)
+    except Exception:
+        return _UNKNOWN_CLIENT
+    try:
+        c._llmo_who = (url, who)
+    except Exception:  # pragma: no cover - a client that takes no attributes
+        pass
+    return who
 
 
 def _raw_mode(kwargs: dict) -> str | None:
@@ -104,17 +145,37 @@ def _inject_usage(kwargs: dict) -> bool:
 
 # ----------------------------------------------------------------- streams
 class _StreamState:
-    __slots__ = ("frame", "name", "model", "wall", "t0", "first", "usage", "head", "hide", "done", "kind", "hooked")
+    __slots__ = (
+        "frame",
+        "name",
+        "who",
+        "model",
+        "wall",
+        "t0",
+        "first",
+        "usage",
+        "head",
+        "ctx",
+        "hide",
+        "done",
+        "kind",
+        "hooked",
+    )
 
-    def __init__(self, frame: Any, name: str, model: Any, wall: float, t0: float, hide: bool, kind: int) -> None:
+    def __init__(
+        self, frame: Any, name: str, who: tuple, model: Any, wall: float, t0: float, hide: bool, kind: int
+    ) -> None:
         self.frame = frame
         self.name = name
+        self.who = who  # (provider, provider_host)
         self.model = model
         self.wall = wall
         self.t0 = t0
         self.first: float | None = None
-        self.usage: Any = None  # usage object / dict, or the usage chunk's SSE line (bytes)
-        self.head: bytes | None = None  # start of the body (its "model"), decoded by the exporter
+        # usage object / dict, or the SSE line (bytes) of the chunk that carried it; None: not (yet) known
+        self.usage: Any = None
+        self.head: bytes | None = None  # start of the body (its "model", "service_tier"), decoded by the exporter
+        self.ctx: tuple | None = None  # (service_tier, usage_details) read from parsed events
         self.hide = hide
         self.done = False
         self.kind = kind
@@ -138,8 +199,8 @@ def _finish(st: _StreamState, error_type: str | None = None, incomplete: bool = 
     try:
         t = _perf()
         ttft = None if st.first is None else st.first - st.t0
-        pay = (st.usage, st.head, ttft, incomplete)
-        _emit(st.frame, "llm", st.name, "openai", st.model, st.wall, t - st.t0, error_type, P_OPENAI_STREAM, pay, None)
+        pay = (st.usage, st.head, ttft, incomplete, st.ctx)
+        _emit(st.frame, "llm", st.name, st.who, st.model, st.wall, t - st.t0, error_type, P_OPENAI_STREAM, pay, None)
     except Exception:  # pragma: no cover
         logger.debug("llmobserve: stream finish failed", exc_info=True)
 
@@ -158,6 +219,7 @@ def _see(st: _StreamState, item: Any) -> bool:
                 if r is not None:
                     st.usage = getattr(r, "usage", None)
                     st.model = getattr(r, "model", None) or st.model
+                    st.ctx = (getattr(r, "service_tier", None), openai_tools(getattr(r, "output", None) or ()))
         return False
     if st.first is None:
         st.first = _perf()
@@ -165,8 +227,9 @@ def _see(st: _StreamState, item: Any) -> bool:
         if m:
             st.model = m
     u = getattr(item, "usage", None)
-    if u is not None:
+    if u is not None:  # on the usage-only chunk, or on a content chunk (compatible servers)
         st.usage = u
+        st.ctx = (getattr(item, "service_tier", None), None)
         if st.hide and not getattr(item, "choices", True):
             return True
     return False
@@ -193,23 +256,26 @@ def _at_data_field(buf: bytes, i: int) -> bool:
 
 
 def _special(buf: bytes, st: _StreamState) -> bytes:
-    """The complete SSE lines ``buf`` hold something besides content chunks:
-    the usage-only chunk (kept as bytes for the exporter; cut out when we
-    asked for it), ``[DONE]`` (the stream is complete), an in-stream error
-    (openai raises APIError). The JSON markers cannot occur inside a string
-    (its quotes are escaped), so a line holding both ``"choices":[]`` and a
-    ``"usage":{`` object is the usage chunk (Azure's first chunk also has
-    ``"choices":[]``, but no usage); ``[DONE]`` can occur in text, so it
-    counts only as a ``data:`` field's whole value."""
-    for pat in (b'"choices":[]', b'"choices": []'):
+    """The complete SSE lines ``buf`` hold something besides the usual
+    content chunks: a chunk carrying usage (kept as bytes for the exporter,
+    the last one wins), ``[DONE]`` (the stream is complete), an in-stream
+    error (openai raises APIError). The JSON markers cannot occur inside a
+    string (its quotes are escaped), so a ``data:`` line holding a
+    ``"usage":{`` object is a chunk carrying usage: the usage-only chunk
+    (``"choices":[]``), cut out when we asked for it, or a content chunk
+    that OpenAI-compatible servers send with the usage on it, passed on
+    untouched (Azure's first chunk also has ``"choices":[]``, but no usage);
+    ``[DONE]`` can occur in text, so it counts only as a ``data:`` field's
+    whole value."""
+    for pat in (b'"usage":{', b'"usage": {'):
         i = buf.find(pat)
         while i >= 0:
             s = _line_start(buf, i)
             e = _line_end(buf, i)
             line = buf[s:e]
-            if line.startswith(b"data:") and (line.find(b'"usage":{') > 0 or line.find(b'"usage": {') > 0):
+            if line.startswith(b"data:"):
                 st.usage = line
-                if st.hide:
+                if st.hide and (line.find(b'"choices":[]') > 0 or line.find(b'"choices": []') > 0):
                     # no data line left: the blank line after it dispatches no event
                     buf = buf[:s] + buf[e:]
                     e = s
@@ -663,46 +729,123 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
 
 
 # ----------------------------------------------------------------- results
-def _record(frame: Any, name: str, model: Any, wall: float, latency: float, result: Any, raw: str | None) -> None:
+def _record(
+    frame: Any, name: str, kind: int, who: tuple, model: Any, wall: float, latency: float, result: Any, raw: str | None
+) -> None:
     usage = getattr(result, "usage", _MISSING)
     if usage is not _MISSING:
-        _emit(
-            frame,
-            "llm",
-            name,
-            "openai",
-            getattr(result, "model", None) or model,
-            wall,
-            latency,
-            None,
-            P_TOKENS,
-            # four ints, not the usage object: a queued record stays ~200 bytes
-            None if usage is None else openai_tokens(usage),
-            None,
-        )
+        # a few numbers, not the usage object: a queued record stays ~200
+        # bytes; None: the result has no usage (a background response, still
+        # queued), recorded as usage unknown
+        if usage is None:
+            pay = None
+        elif kind == CHAT:
+            pay = openai_usage(usage, getattr(result, "service_tier", None))
+        elif kind == RESPONSES:
+            pay = openai_usage(usage, getattr(result, "service_tier", None), getattr(result, "output", None))
+        else:  # embeddings, legacy completions: no service_tier field (a missing attribute costs ~2 µs)
+            pay = openai_usage(usage)
+        model = getattr(result, "model", None) or model
+        _emit(frame, "llm", name, who, model, wall, latency, None, P_TOKENS, pay, None)
         return
     http = getattr(result, "http_response", None)
     if http is not None:
-        # with_raw_response (LegacyAPIResponse): the body is already read, parse
-        # it on the exporter thread. with_streaming_response: body not read, so
-        # usage is unknown (we never consume the caller's body).
-        content = None
-        if raw != "stream":
-            try:
-                content = http.content
-            except Exception:
-                content = None
+        # with_raw_response (LegacyAPIResponse): the body is already read,
+        # parsed on the exporter thread. with_streaming_response: the caller
+        # reads the body after this returns, so the call is recorded when
+        # the response is closed (its ``with`` block's exit), from the body
+        # if the caller read it whole (we never consume the caller's body).
         attrs = {"raw_response": True, "http_status": getattr(http, "status_code", None)}
-        if content is not None:
-            _emit(frame, "llm", name, "openai", model, wall, latency, None, P_OPENAI_RAW, content, attrs)
-        else:
-            attrs["usage_unavailable"] = True
-            _emit(frame, "llm", name, "openai", model, wall, latency, None, P_NONE, None, attrs)
+        rec = (frame, name, who, model, wall, latency, http, attrs)
+        if raw == "stream" and _defer(result, rec):
+            return
+        _raw_body(rec)
         return
-    _emit(frame, "llm", name, "openai", model, wall, latency, None, P_NONE, None, None)
+    # a result that is neither a response object nor a raw response: its usage is unknown
+    _emit(frame, "llm", name, who, model, wall, latency, None, P_TOKENS, None, None)
 
 
-def _error(frame: Any, name: str, model: Any, wall: float, t0: float, e: BaseException, stream: bool) -> None:
+def _raw_body(rec: tuple) -> None:
+    """Record a raw response call: from its body when it was read (exact
+    usage, parsed on the exporter thread), else as usage unknown."""
+    frame, name, who, model, wall, latency, http, attrs = rec
+    try:
+        content = http.content  # raises when the body was not read
+    except Exception:
+        content = None
+    if content is not None:
+        _emit(frame, "llm", name, who, model, wall, latency, None, P_OPENAI_RAW, content, attrs)
+    else:
+        attrs["usage_unavailable"] = True
+        _emit(frame, "llm", name, who, model, wall, latency, None, P_TOKENS, None, attrs)
+
+
+class _RawState:
+    """A ``with_streaming_response`` call waiting for its response to be
+    closed; recorded once, then or when garbage-collected."""
+
+    __slots__ = ("rec", "done")
+
+    def __init__(self, rec: tuple) -> None:
+        self.rec = rec
+        self.done = False
+
+    def end(self) -> None:
+        if not self.done:
+            self.done = True
+            try:
+                _raw_body(self.rec)
+            except Exception:  # pragma: no cover
+                logger.debug("llmobserve: raw response record failed", exc_info=True)
+
+    def __del__(self) -> None:
+        try:
+            self.end()
+        except Exception:  # pragma: no cover - interpreter teardown
+            pass
+
+
+class _RawCloser:
+    """Takes the place of a ``with_streaming_response`` response's ``close``
+    (on that instance; held weakly, like :class:`_Closer`)."""
+
+    __slots__ = ("_ref", "_st")
+
+    def __init__(self, resp: Any, st: _RawState) -> None:
+        self._ref = weakref.ref(resp)
+        self._st = st
+
+    def __call__(self) -> Any:
+        r = self._ref()
+        try:
+            return None if r is None else type(r).close(r)
+        finally:
+            self._st.end()
+
+
+class _RawAsyncCloser(_RawCloser):
+    __slots__ = ()
+
+    async def __call__(self) -> Any:  # type: ignore[override]
+        r = self._ref()
+        try:
+            return None if r is None else await type(r).close(r)
+        finally:
+            self._st.end()
+
+
+def _defer(result: Any, rec: tuple) -> bool:
+    try:
+        closer = _RawAsyncCloser if inspect.iscoroutinefunction(type(result).close) else _RawCloser
+        result.close = closer(result, _RawState(rec))
+        return True
+    except Exception:
+        return False
+
+
+def _error(
+    frame: Any, name: str, who: tuple, model: Any, wall: float, t0: float, e: BaseException, stream: bool
+) -> None:
     try:
         attrs: dict | None = None
         status = getattr(e, "status_code", None)
@@ -716,7 +859,7 @@ def _error(frame: Any, name: str, model: Any, wall: float, t0: float, e: BaseExc
             frame,
             "llm",
             name,
-            "openai",
+            who,
             model,
             wall,
             _perf() - t0,
@@ -750,6 +893,7 @@ def _result(
     frame: Any,
     name: str,
     kind: int,
+    who: tuple,
     model: Any,
     wall: float,
     t0: float,
@@ -763,20 +907,20 @@ def _result(
     try:
         if stream and raw is None:
             if _Stream is not None and isinstance(result, _Stream):
-                st = _StreamState(frame, name, model, wall, t0, hide, kind)
+                st = _StreamState(frame, name, who, model, wall, t0, hide, kind)
                 if kind != RESPONSES:
                     _hook_sse(result, st)
                     if st.hooked and _hook_close(result, st, False):
                         return result
                 return SyncStreamProxy(result, st)
             if _AsyncStream is not None and isinstance(result, _AsyncStream):
-                st = _StreamState(frame, name, model, wall, t0, hide, kind)
+                st = _StreamState(frame, name, who, model, wall, t0, hide, kind)
                 if kind != RESPONSES:
                     _hook_sse(result, st)
                     if st.hooked and _hook_close(result, st, True):
                         return result
                 return AsyncStreamProxy(result, st)
-        _record(frame, name, model, wall, _perf() - t0, result, raw)
+        _record(frame, name, kind, who, model, wall, _perf() - t0, result, raw)
     except Exception:
         logger.debug("llmobserve: record failed", exc_info=True)
     return result
@@ -793,14 +937,15 @@ def _make_sync(name: str, kind: int) -> Any:
             return wrapped(*args, **kwargs)
         stream, hide, raw = _prepare(kwargs, kind, streamable)
         model = kwargs.get("model")
+        who = _who(instance)
         wall = _time()
         t0 = _perf()
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as e:
-            _error(frame, name, model, wall, t0, e, stream)
+            _error(frame, name, who, model, wall, t0, e, stream)
             raise
-        return _result(frame, name, kind, model, wall, t0, result, stream, hide, raw)
+        return _result(frame, name, kind, who, model, wall, t0, result, stream, hide, raw)
 
     return wrapper
 
@@ -808,17 +953,18 @@ def _make_sync(name: str, kind: int) -> Any:
 def _make_async(name: str, kind: int) -> Any:
     streamable = kind in (CHAT, RESPONSES, COMPLETIONS) and not name.endswith(".parse")
 
-    async def call(wrapped: Any, args: Any, kwargs: Any, frame: Any) -> Any:
+    async def call(wrapped: Any, instance: Any, args: Any, kwargs: Any, frame: Any) -> Any:
         stream, hide, raw = _prepare(kwargs, kind, streamable)
         model = kwargs.get("model")
+        who = _who(instance)
         wall = _time()
         t0 = _perf()
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as e:
-            _error(frame, name, model, wall, t0, e, stream)
+            _error(frame, name, who, model, wall, t0, e, stream)
             raise
-        return _result(frame, name, kind, model, wall, t0, result, stream, hide, raw)
+        return _result(frame, name, kind, who, model, wall, t0, result, stream, hide, raw)
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if not _state.active:
@@ -826,14 +972,14 @@ def _make_async(name: str, kind: int) -> Any:
         frame = _get_frame()
         if sampled_out(frame):
             return wrapped(*args, **kwargs)
-        return call(wrapped, args, kwargs, frame)
+        return call(wrapped, instance, args, kwargs, frame)
 
     return wrapper
 
 
 def instrument() -> bool:
     """Wrap the installed ``openai`` (idempotent). False if openai is absent."""
-    global _Stream, _AsyncStream, _SSEDecoder, _LineDecoder
+    global _Stream, _AsyncStream, _SSEDecoder, _LineDecoder, _Azure
     if _patcher.applied:
         return True
     try:
@@ -842,6 +988,12 @@ def instrument() -> bool:
     except Exception:
         return False
     _Stream, _AsyncStream = Stream, AsyncStream
+    try:
+        from openai import AsyncAzureOpenAI, AzureOpenAI
+
+        _Azure = (AzureOpenAI, AsyncAzureOpenAI)
+    except Exception:  # pragma: no cover
+        _Azure = ()
     try:
         from openai._streaming import SSEDecoder
 
