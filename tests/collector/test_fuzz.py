@@ -22,6 +22,11 @@ FIELDS = list(make_event().keys()) + [
     "write_units",
     "cost_usd",
     "error_type",
+    # wire v1.1
+    "usage_details",
+    "price_context",
+    "usage_known",
+    "provider_host",
 ]
 junk = st.one_of(
     st.none(),
@@ -31,6 +36,11 @@ junk = st.one_of(
     st.text(max_size=300),
     st.lists(st.integers(), max_size=3),
     st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
+    st.dictionaries(
+        st.sampled_from(["input_audio_tokens", "web_search_calls", "x y", "", "service_tier"]),
+        st.one_of(st.integers(min_value=-5, max_value=2**60), st.floats(), st.text(max_size=5)),
+        max_size=3,
+    ),
 )
 
 

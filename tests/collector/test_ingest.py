@@ -235,3 +235,34 @@ def test_run_aggregates_across_batches(api: Api, project):
     assert run.status == "error"
     assert run.started_at.isoformat() == "2026-11-26T09:59:59+00:00"
     assert run.ended_at.isoformat() == "2026-11-26T10:00:07+00:00"
+
+
+def test_wire_v11_fields_are_stored_and_bad_ones_rejected_per_event(api: Api):
+    good = make_event(
+        event_id="v11",
+        usage_details={"input_audio_tokens": 40, "web_search_calls": 1},
+        price_context={"service_tier": "flex"},
+        usage_known=False,
+        provider_host="acme.openai.azure.com",
+    )
+    bad = [
+        make_event(event_id="b1", usage_details={"web_search_calls": -1}),
+        make_event(event_id="b2", usage_details={"input_audio_tokens": 101}),  # more than input_tokens (100)
+        make_event(event_id="b3", usage_details={"bad unit!": 1}),
+        make_event(event_id="b4", price_context={"service_tier": 3}),
+        make_event(event_id="b5", usage_known="no"),
+        make_event(event_id="b6", price_context={"service_tier": "fl\u0000ex"}),
+    ]
+    response = api.post_events([good, *bad])
+    assert response.status_code == 207, response.content
+    rejected = {r["event_id"]: r["errors"] for r in response.json()["rejected"]}
+    assert set(rejected) == {"b1", "b2", "b3", "b4", "b5", "b6"}
+    assert "usage_details" in rejected["b2"] and "input_tokens" in rejected["b2"]["usage_details"][0]
+    stored = Event.objects.get(event_id="v11")
+    assert stored.usage_details == {"input_audio_tokens": 40, "web_search_calls": 1}
+    assert stored.price_context == {"service_tier": "flex"}
+    assert (stored.usage_known, stored.provider_host, stored.cost_status) == (
+        False,
+        "acme.openai.azure.com",
+        "usage_unknown",
+    )
