@@ -166,11 +166,11 @@ def openai_usage(usage: Any, tier: Any = None, output: Any = None) -> tuple | No
     return _int(inp), _int(out), cached, reasoning, details, tier if isinstance(tier, str) else None
 
 
-def openai_fields(u: tuple | None, tier: Any = None) -> dict[str, Any]:
-    """The wire v1.1 fields of an OpenAI call from its :func:`openai_usage`;
-    None: ``usage_known`` false (with the ``service_tier`` the call reported
-    all the same, if any)."""
-    f: dict[str, Any] = {}
+def openai_fields(u: tuple | None, tier: Any, host: str | None) -> dict[str, Any]:
+    """The wire v1.1 fields of an OpenAI call from its :func:`openai_usage`
+    (None: ``usage_known`` false, with the ``service_tier`` the call
+    reported all the same, if any) and its client's host."""
+    f: dict[str, Any] = {"provider_host": host} if host else {}
     if u is None:
         f["usage_known"] = False
     else:
@@ -473,7 +473,7 @@ def build_event(item: tuple) -> dict[str, Any]:
     if pkind == P_TOKENS:
         if payload is not None:
             inp, out, cached, reasoning = payload[:4]
-        extra_fields = openai_fields(payload)
+        extra_fields = openai_fields(payload, None, host)
     elif pkind == P_OPENAI_RAW or pkind == P_OPENAI_STREAM:
         if pkind == P_OPENAI_RAW:
             model, u, tier = openai_raw(payload, model)
@@ -481,11 +481,11 @@ def build_event(item: tuple) -> dict[str, Any]:
             model, u, tier = openai_stream(payload, model, attributes)
         if u is not None:
             inp, out, cached, reasoning = u[:4]
-        extra_fields = openai_fields(u, tier)
+        extra_fields = openai_fields(u, tier, host)
     elif pkind == P_PINECONE:
         model, ru, wu, extra_fields = pinecone_event(payload, model, attributes)
-    if host:
-        extra_fields = {**extra_fields, "provider_host": host} if extra_fields else {"provider_host": host}
+    elif host:  # an OpenAI call that failed: no usage
+        extra_fields = {"provider_host": host}
     if frame is None:
         run_id = new_run_id()
         parent_span_id = section = path = None
