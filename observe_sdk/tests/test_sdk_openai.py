@@ -308,6 +308,7 @@ def test_with_raw_response_stream_is_not_altered(obs, oa_client, upstream):
     flushed(obs, 1)
     (e,) = obs.calls()
     assert e["attributes"]["raw_response"] is True
+    assert e["usage_known"] is False and e["input_tokens"] == 0  # a body the SDK never sees
 
 
 @pytest.mark.parametrize("use_async", [False, True])
