@@ -96,6 +96,28 @@ EVENT_COLUMNS = (
     "reasoning_tokens", "read_units", "write_units", "cost_usd", "client_cost_usd", "priced", "price_id",
     "latency_ms", "started_at", "ended_at", "status", "error_type", "service", "attributes", "received_at",
 )  # fmt: skip
+# Cost v2's columns (events migration 0003), written when the served tree has
+# them, with the values a priced call gets, so the raw ceiling writes rows as
+# wide as ours.
+V2_COLUMNS = (
+    "cost_status",
+    "cost_details",
+    "price_source",
+    "usage_details",
+    "price_context",
+    "usage_known",
+    "provider_host",
+)
+V2_VALUES = (
+    "exact",
+    '{"input_tokens": 0.001, "output_tokens": 0.00023}',
+    "genai-prices: openai/gpt-4o (genai-prices 0.2.3)",
+    "{}",
+    "{}",
+    True,
+    None,
+)
+JSON_COLUMNS = ("attributes", "cost_details", "usage_details", "price_context")
 
 # (batch size, client threads, events per measurement)
 HTTP_CASES = [(1, 4, 600), (100, 1, 5000), (1000, 1, 10000), (1000, 2, 10000)]
@@ -597,19 +619,22 @@ def post_all(t: Target, bodies: list[tuple[bytes, int]], clients: int) -> float:
 
 def raw_insert(t: Target, rows: list[tuple[Any, ...]], tx_rows: int, *, method: str = "executemany") -> float:
     """Plain inserts straight into events_event; seconds taken."""
-    cols = ", ".join(EVENT_COLUMNS)
     conn = t.connect()
+    columns = EVENT_COLUMNS
+    if _has_column(conn, t.vendor, "cost_status"):
+        columns = EVENT_COLUMNS + V2_COLUMNS
+        rows = [row + V2_VALUES for row in rows]
+    cols = ", ".join(columns)
     try:
         if t.vendor == "sqlite":
-            sql = f"INSERT INTO events_event ({cols}) VALUES ({', '.join(['?'] * len(EVENT_COLUMNS))})"
+            sql = f"INSERT INTO events_event ({cols}) VALUES ({', '.join(['?'] * len(columns))})"
             start = time.perf_counter()
             for i in range(0, len(rows), tx_rows):
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany(sql, rows[i : i + tx_rows])
                 conn.execute("COMMIT")
             return time.perf_counter() - start
-        ph = ["%s"] * len(EVENT_COLUMNS)
-        ph[EVENT_COLUMNS.index("attributes")] = "%s::jsonb"
+        ph = ["%s::jsonb" if c in JSON_COLUMNS else "%s" for c in columns]
         sql = f"INSERT INTO events_event ({cols}) VALUES ({', '.join(ph)})"
         with conn.cursor() as cur:
             start = time.perf_counter()
@@ -625,6 +650,16 @@ def raw_insert(t: Target, rows: list[tuple[Any, ...]], tx_rows: int, *, method: 
             return time.perf_counter() - start
     finally:
         conn.close()
+
+
+def _has_column(conn: Any, vendor: str, column: str) -> bool:
+    if vendor == "sqlite":
+        return any(r[1] == column for r in conn.execute("PRAGMA table_info(events_event)"))
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_name = 'events_event' AND column_name = %s", [column]
+        )
+        return cur.fetchone() is not None
 
 
 # --- the benchmark ------------------------------------------------------------------------
