@@ -234,8 +234,9 @@ def tier_of(data: bytes) -> str | None:
 
 def openai_stream(payload: tuple, model: Any, attrs: dict[str, Any]) -> tuple[Any, tuple | None, Any]:
     """(model, openai_usage or None, service_tier) of a finished stream; fills
-    its stream attributes. The usage is the last one the stream carried: on the usage-only
-    chunk, or on a content chunk (OpenAI-compatible servers)."""
+    its stream attributes. The usage is the last one the stream carried: on
+    the usage-only chunk, or on a content chunk (OpenAI-compatible servers);
+    the tier, the usage chunk's, else the first chunk's (a stream left early)."""
     usage, head, ttft, incomplete, ctx = payload
     attrs["stream"] = True
     if ttft is not None:
