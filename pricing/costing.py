@@ -88,6 +88,7 @@ class RateCard:
     discount: float = 0.0  # a project's discount on list prices, 0..1
     cheaper_alternative: str = ""
     unit_sources: dict[str, str] = field(default_factory=dict)  # unit -> where a supplementing rate came from
+    label: str = ""  # card_label(), computed once per card rather than per event
 
     def token_rates(self) -> tuple[float, float | None, float, float, float, float]:
         """(input, cached or None, output, read, write, per request) per 1M, for estimates."""
@@ -155,12 +156,14 @@ def apply_card(
     (a supplementing registry rate, or another model named in price_context)."""
     details: dict[str, float | None] = {}
     rates = card.rates
-    leaves = dict(units)
+    leaves = units
     # Take priced (or unpriceable) children out of their parents.
     for unit, value in units.items():
         parent = PARENT.get(unit)
         if parent is None:
             continue
+        if leaves is units:
+            leaves = dict(units)  # copied only when a child unit is present
         own = unit in rates or (unit_cards is not None and unit_cards.get(unit) is not None)
         if own or unit not in INHERITS:
             leaves[parent] = max(0.0, leaves.get(parent, 0) - value)
@@ -200,7 +203,7 @@ def apply_card(
         status=UNPRICED if unpriced else EXACT,
         details=details,
         price_id=card.price_id,
-        source=card_label(card),
+        source=card.label or card_label(card),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -27,6 +28,7 @@ from pricing.costing import (
     UNIT_MODEL_KEY,
     RateCard,
     UnitRate,
+    card_label,
 )
 from pricing.models import PROVIDER_WIDE, Price
 
@@ -436,14 +438,15 @@ class PriceTable:
         host: str | None = None,
     ) -> RateCard | None:
         """The prices a call with this model gets at `at`, or None when nothing matches."""
-        provider_l = (provider or "").lower()
-        model_l = (model or "").lower()
-        day = at.astimezone(dt.UTC).date() if at.tzinfo else at.date()
-        key = (project_id, provider_l, model_l, day, tier or "", processing or "", "" if provider_l else host or "")
+        # Keyed by the ids as sent (lower-cased only on a miss): this runs per event.
+        day = at.date() if at.tzinfo is dt.UTC else at.astimezone(dt.UTC).date()
+        key = (project_id, provider, model, day, tier, processing, None if provider else host)
         try:
             return self._cards[key]
         except KeyError:
             pass
+        provider_l = (provider or "").lower()
+        model_l = (model or "").lower()
         if self._snapshot != _snapshot_id():  # genai-prices' data was swapped (an update): forget its answers
             self._cards.clear()
             self._snapshot = _snapshot_id()
@@ -489,7 +492,7 @@ class PriceTable:
         discount = 0.0
         if card.source != SOURCE_PROJECT and project_id is not None:
             discount = self.discounts.get(project_id, 0.0) / 100.0
-        return RateCard(
+        finished = RateCard(
             source=card.source,
             provider=card.provider,
             matched=card.matched,
@@ -501,6 +504,7 @@ class PriceTable:
             cheaper_alternative=alternative,
             unit_sources=sources,
         )
+        return dataclasses.replace(finished, label=card_label(finished))
 
     def unit_cards(
         self,
