@@ -353,6 +353,7 @@ class Target:
     server: subprocess.Popen[bytes] | None = None
     src: Path | None = None  # the tree this target's gunicorn serves (default SRC)
     variant: str = "ours"  # "ours" (--src) or "compare" (--compare)
+    db_suffix: str = ""  # "_b": the compare tree's own databases (--compare-own-db)
 
     @property
     def name(self) -> str:
@@ -361,7 +362,7 @@ class Target:
     @property
     def var_dir(self) -> Path:
         if self.vendor == "sqlite":
-            return SQLITE_DIR / self.purpose
+            return SQLITE_DIR / (self.purpose + self.db_suffix)
         return ROOT / "var" / "bench-pg"
 
     @property
@@ -370,7 +371,7 @@ class Target:
 
     @property
     def pg_db(self) -> str:
-        return PG_TPUT_DB if self.purpose == "tput" else PG_READS_DB
+        return (PG_TPUT_DB if self.purpose == "tput" else PG_READS_DB) + self.db_suffix
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
@@ -1010,7 +1011,12 @@ def report(res: Results, vendors: list[str], args: argparse.Namespace) -> str:
         f"(WAL, synchronous=NORMAL, BEGIN IMMEDIATE), PostgreSQL raw via psycopg 3 executemany (pipelined). "
         f"Throughput databases are fresh each run; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
         f"at the end; source tree {describe(SRC)}"
-        + (f"; compare tree {describe(args.compare)} (served on the same databases)." if cmp else "."),
+        + (
+            f"; compare tree {describe(args.compare)} "
+            + ("(on databases of its own)." if args.compare_own_db else "(served on the same databases).")
+            if cmp
+            else "."
+        ),
     ]
     return "\n".join(out)
 
@@ -1030,6 +1036,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--compare", type=Path, help="a second source tree (e.g. a patched snapshot) measured beside --src, interleaved"
+    )
+    parser.add_argument(
+        "--compare-own-db",
+        action="store_true",
+        help="give the --compare tree its own throughput databases (needed when its migrations differ); "
+        "the raw ceiling is measured on --src's",
     )
     parser.add_argument("--stages-worker", choices=["sqlite", "postgres"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -1068,8 +1080,16 @@ def main() -> int:
                 prepare(t, fresh=True)
                 server_start(t)
                 if args.compare:
-                    alt = alts[t.vendor] = Target(t.vendor, "tput", src=args.compare, variant="compare")
-                    alt.key, alt.project_id = t.key, t.project_id
+                    suffix = "_b" if args.compare_own_db else ""
+                    alt = alts[t.vendor] = Target(
+                        t.vendor, "tput", src=args.compare, variant="compare", db_suffix=suffix
+                    )
+                    if suffix:
+                        # Trees whose migrations differ cannot share a table:
+                        # the compare tree migrates a database of its own.
+                        prepare(alt, fresh=True)
+                    else:
+                        alt.key, alt.project_id = t.key, t.project_id
                     server_start(alt)
             for rep in range(args.repeats):
                 for t in tput if rep % 2 == 0 else list(reversed(tput)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -186,67 +186,90 @@ def event_batch_ingest(*, project_id: int, events: list[EventIn]) -> IngestResul
 NOT_BILLED = Cost(usd=0.0, status=EXACT, details={})
 
 
+class BilledCall(Protocol):
+    """What costing reads of a call: an incoming EventIn or a stored Event."""
+
+    @property
+    def provider(self) -> str | None: ...
+
+    @property
+    def model(self) -> str | None: ...
+
+    @property
+    def started_at(self) -> dt.datetime: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def input_tokens(self) -> int: ...
+
+    @property
+    def output_tokens(self) -> int: ...
+
+    @property
+    def cached_input_tokens(self) -> int: ...
+
+    @property
+    def reasoning_tokens(self) -> int: ...
+
+    @property
+    def read_units(self) -> float: ...
+
+    @property
+    def write_units(self) -> float: ...
+
+    @property
+    def usage_known(self) -> bool: ...
+
+    @property
+    def provider_host(self) -> str | None: ...
+
+    @property
+    def usage_details(self) -> dict[str, Any] | None: ...
+
+    @property
+    def price_context(self) -> dict[str, Any] | None: ...
+
+
 def _cost(table: PriceTable, ev: EventIn, project_id: int) -> Cost:
-    """SPEC §3: the call's cost, its cost_status and its per-unit figures."""
     if ev.span_type == "section":
         # A section's own span carries no usage; its cost is its calls' (rolled up on read).
         return NOT_BILLED
+    return call_cost(table, ev, project_id=project_id, client_cost=ev.cost_usd)
+
+
+def call_cost(table: PriceTable, call: BilledCall, *, project_id: int, client_cost: float | None) -> Cost:
+    """SPEC §3: the call's cost, its cost_status and its per-unit figures."""
     units = event_units(
-        input_tokens=ev.input_tokens,
-        output_tokens=ev.output_tokens,
-        cached_input_tokens=ev.cached_input_tokens,
-        reasoning_tokens=ev.reasoning_tokens,
-        read_units=ev.read_units,
-        write_units=ev.write_units,
-        usage_details=ev.usage_details,
+        input_tokens=call.input_tokens,
+        output_tokens=call.output_tokens,
+        cached_input_tokens=call.cached_input_tokens,
+        reasoning_tokens=call.reasoning_tokens,
+        read_units=call.read_units,
+        write_units=call.write_units,
+        usage_details=call.usage_details,
     )
-    return cost_units(
-        table,
-        units,
-        project_id=project_id,
-        provider=ev.provider,
-        model=ev.model,
-        started_at=ev.started_at,
-        context=ev.price_context,
-        host=ev.provider_host,
-        usage_known=ev.usage_known,
-        client_cost=ev.cost_usd,
-        failed=ev.status == "error",
-    )
-
-
-def cost_units(
-    table: PriceTable,
-    units: dict[str, float],
-    *,
-    project_id: int,
-    provider: str | None,
-    model: str | None,
-    started_at: dt.datetime,
-    context: dict[str, Any] | None,
-    host: str | None,
-    usage_known: bool,
-    client_cost: float | None,
-    failed: bool,
-) -> Cost:
+    context = call.price_context
     card = table.card(
-        provider,
-        model,
-        started_at,
+        call.provider,
+        call.model,
+        call.started_at,
         project_id=project_id,
         tier=context.get("service_tier") if context else None,
         processing=context.get("processing") if context else None,
-        host=host,
+        host=call.provider_host,
     )
     if card is None:
-        if not units and usage_known and (not model or failed):
+        if not units and call.usage_known and (not call.model or call.status == "error"):
             return NOT_BILLED  # nothing billable was used: free, not unpriced
         cost = Cost(usd=client_cost or 0.0, status=UNPRICED, details=dict.fromkeys(units))
     else:
-        cost = apply_card(card, units, unit_cards=table.unit_cards(card, units, context, started_at, project_id))
+        unit_cards = table.unit_cards(card, units, context, call.started_at, project_id)
+        cost = apply_card(card, units, unit_cards=unit_cards)
         if cost.status == UNPRICED and client_cost is not None:
             cost.usd = client_cost  # SPEC §3: the client's own figure where we cannot price every unit
-    if not usage_known:
+    if not call.usage_known:
         cost.status = USAGE_UNKNOWN
     return cost
 
@@ -605,28 +628,7 @@ def events_reprice(*, since: dt.datetime, project_id: int | None = None) -> Repr
     touched_days: set[tuple[int, dt.date]] = set()
     batch: list[Event] = []
     for ev in qs.only("id", "project_id", "run_id", *COST_FIELDS, *REPRICE_FIELDS).iterator(chunk_size=2000):
-        units = event_units(
-            input_tokens=ev.input_tokens,
-            output_tokens=ev.output_tokens,
-            cached_input_tokens=ev.cached_input_tokens,
-            reasoning_tokens=ev.reasoning_tokens,
-            read_units=ev.read_units,
-            write_units=ev.write_units,
-            usage_details=ev.usage_details,
-        )
-        cost = cost_units(
-            table,
-            units,
-            project_id=ev.project_id,
-            provider=ev.provider,
-            model=ev.model,
-            started_at=ev.started_at,
-            context=ev.price_context,
-            host=ev.provider_host,
-            usage_known=ev.usage_known,
-            client_cost=ev.client_cost_usd,
-            failed=ev.status == "error",
-        )
+        cost = call_cost(table, ev, project_id=ev.project_id, client_cost=ev.client_cost_usd)
         report.old_total_usd += ev.cost_usd
         report.new_total_usd += cost.usd
         if (cost.usd, cost.status, cost.price_id, cost.details) != (
