@@ -28,6 +28,7 @@ from events.models import Run
 from events.selectors import BadCursor, RunFilters, run_list, run_root_sections, run_tree
 from pricing.selectors import price_list_current
 from pricing.services import GENAI_PRICES_VERSION
+from projects.access import may_edit_global_prices
 from projects.models import Project
 from projects.selectors import project_list_for_user
 
@@ -325,7 +326,7 @@ def pricing(request: HttpRequest) -> HttpResponse:
     context.update(
         prices=prices,
         source_version=f"genai-prices {GENAI_PRICES_VERSION}",
-        can_edit=request.user.is_staff,
+        can_edit=may_edit_global_prices(request.user),
         unpriced=(
             selectors.model_unpriced_list(project_id=choice.current.id, since=today_utc() - dt.timedelta(days=30))
             if choice.current

@@ -5,16 +5,23 @@ import json
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from pricing.selectors import DEFAULT_PROVIDERS, price_as_dict, price_list_current, price_resolve
-from pricing.services import PricingError, price_rows_upsert
-from projects.access import may_edit_pricing, request_project_id
+from pricing.services import PriceVersionExists, PricingError, price_rows_add
+from projects.access import may_edit_global_prices, may_edit_pricing, request_project_id
 from projects.auth import KeyPrincipal
 from projects.models import Project
+
+
+class Conflict(APIException):
+    status_code = 409
+    default_detail = "That price version exists already."
+    default_code = "conflict"
+
 
 PriceListSerializer = inline_serializer("PriceList", {"prices": serializers.ListField(child=serializers.DictField())})
 
@@ -58,20 +65,26 @@ class PricingView(APIView):
         return _listing(request)
 
     @extend_schema(
-        summary="Add price versions (staff session or admin API key); with `project`, for that project only",
+        summary="Add price versions: an admin API key adds its own project's; a user with the pricing "
+        "permissions adds global ones (or, with `project`, that project's). Existing versions are never edited.",
         request=PriceListSerializer,
         responses=PriceListSerializer,
     )
     def put(self, request: Request) -> Response:
         if not may_edit_pricing(request):
-            raise PermissionDenied("Only staff or an admin API key may change prices.")
+            raise PermissionDenied(
+                "Only an admin API key (for its project) or a user with the permissions to add and change "
+                "prices may change them."
+            )
         data = request.data
         items = data.get("prices") if isinstance(data, dict) else data
         if not isinstance(items, list) or not items:
             raise ValidationError({"prices": ["a non-empty list of prices"]})
         project_id = self._target_project(request, data.get("project") if isinstance(data, dict) else None)
         try:
-            price_rows_upsert(items=items, project_id=project_id)
+            price_rows_add(items=items, project_id=project_id)
+        except PriceVersionExists as exc:
+            raise Conflict(str(exc)) from None
         except PricingError as exc:
             try:
                 detail = json.loads(str(exc))
@@ -82,17 +95,20 @@ class PricingView(APIView):
 
     @staticmethod
     def _target_project(request: Request, name: object) -> int | None:
-        """None: global rows.  An API key names only its own project."""
-        if name is None:
-            return None
-        if not isinstance(name, str) or not name:
-            raise ValidationError({"project": ["a project name"]})
+        """None: global rows.  An API key writes its own project's rows only
+        (prices are global to every project, keys belong to one)."""
         user = request.user
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValidationError({"project": ["a project name"]})
         if isinstance(user, KeyPrincipal):
             project = Project.objects.filter(id=user.project_id).first()
-            if project is None or project.name != name:
+            if project is None or (name is not None and project.name != name):
                 raise PermissionDenied("An API key may set prices for its own project only.")
             return project.id
+        if name is None:
+            if not may_edit_global_prices(user):
+                raise PermissionDenied("Global prices need the permissions to add and change prices.")
+            return None
         project_id = Project.objects.filter(name=name).values_list("id", flat=True).first()
         if project_id is None:
             raise ValidationError({"project": [f"no project named {name!r}"]})

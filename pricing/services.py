@@ -15,7 +15,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -127,6 +127,49 @@ def _clean_row(item: Any, *, default_from: dt.datetime) -> dict[str, Any]:
     return row
 
 
+class PriceVersionExists(PricingError):
+    """A PUT names a version that is already stored: prices are never edited in place."""
+
+
+@transaction.atomic
+def price_rows_add(
+    *,
+    items: list[Any],
+    default_from: dt.datetime | None = None,
+    project_id: int | None = None,
+    using: str = "default",
+) -> int:
+    """PUT /pricing: add new price versions, global or for one project.
+
+    Never changes a stored version: one with the same provider, model, tier
+    and effective_from is refused (a correction is a new version, or an edit
+    in the admin, which logs who changed what).  The batch is all or nothing.
+    """
+    now = default_from or timezone.now()
+    rows = []
+    errors: dict[int, str] = {}
+    for index, item in enumerate(items):
+        try:
+            rows.append(_clean_row(item, default_from=now))
+        except PricingError as exc:
+            errors[index] = str(exc)
+    if errors:
+        raise PricingError(json.dumps({"prices": errors}))
+    existing = []
+    for index, row in enumerate(rows):
+        key = {k: row[k] for k in ("provider", "model", "service_tier", "effective_from")}
+        owner = {"project__isnull": True} if project_id is None else {"project_id": project_id}
+        if Price.objects.using(using).filter(**owner, **key).exists():
+            existing.append(
+                f"prices[{index}]: {row['provider']}/{row['model']} already has a version from "
+                f"{row['effective_from'].isoformat()}; send a later effective_from (prices are never edited in place)"
+            )
+    if existing:
+        raise PriceVersionExists("; ".join(existing))
+    Price.objects.using(using).bulk_create([Price(project_id=project_id, source=Price.USER, **row) for row in rows])
+    return len(rows)
+
+
 @transaction.atomic
 def price_rows_upsert(
     *,
@@ -136,9 +179,9 @@ def price_rows_upsert(
     source: str = Price.USER,
     using: str = "default",
 ) -> int:
-    """Add (or correct) price versions, global or for one project.  A row with
-    the same provider, model, tier and effective_from is updated in place; any
-    other is a new version."""
+    """`load_pricing`: add or correct price versions from a file an operator
+    runs on purpose.  A row with the same provider, model, tier and
+    effective_from is updated in place; any other is a new version."""
     now = default_from or timezone.now()
     rows = []
     errors = {}

@@ -25,8 +25,19 @@ def request_project_id(request: Request) -> int:
     return project_id
 
 
+PRICE_PERMISSIONS = ("pricing.add_price", "pricing.change_price")
+
+
 def may_edit_pricing(request: Request) -> bool:
+    """An admin API key (its own project's prices only), or a user holding
+    the Django permissions to add and change prices (global or any project's)."""
     user = request.user
     if isinstance(user, KeyPrincipal):
         return user.is_admin
-    return bool(user and user.is_authenticated and user.is_staff)
+    return may_edit_global_prices(user)
+
+
+def may_edit_global_prices(user: object) -> bool:
+    if isinstance(user, KeyPrincipal) or not getattr(user, "is_authenticated", False):
+        return False
+    return bool(user.is_staff and user.has_perms(PRICE_PERMISSIONS))  # type: ignore[attr-defined]

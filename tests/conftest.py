@@ -84,6 +84,18 @@ def staff(db) -> User:
 
 
 @pytest.fixture
+def price_editor(db) -> User:
+    """Staff with the Django permissions to add and change prices (global prices)."""
+    from django.contrib.auth.models import Permission
+
+    user = User.objects.create_user("priya", "priya@example.com", "pw-priya-123", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="pricing", codename__in=("add_price", "change_price"))
+    )
+    return user
+
+
+@pytest.fixture
 def api_key(project) -> str:
     return ApiKey.generate(project=project)[1]
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from events.models import Event
 from pricing.models import Price
 from pricing.services import REGISTRY_PATH
-from tests.conftest import Api
+from tests.conftest import Api, make_event
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +53,7 @@ def test_get_pricing_one_row_per_model(api: Api, admin_key):
     assert len(gpt4o) == 1
     assert gpt4o[0]["input_per_1m"] == 2.0
     assert gpt4o[0]["effective_from"] == "2026-01-01T00:00:00Z"
-    assert gpt4o[0]["source"] == "global"
+    assert gpt4o[0]["source"] == "project"  # an API key sets its own project's prices
     assert set(gpt4o[0]) >= {
         "provider",
         "model",
@@ -66,32 +68,84 @@ def test_get_pricing_one_row_per_model(api: Api, admin_key):
     }
 
 
-def test_put_adds_a_version_effective_now_by_default(admin_key):
+def test_put_adds_a_version_effective_now_by_default(admin_key, project):
     before = Price.objects.filter(model="gpt-4o").count()
     response = Api(admin_key).put(
         "/pricing", {"prices": [{"provider": "openai", "model": "gpt-4o", "input_per_1m": 1.0, "output_per_1m": 4.0}]}
     )
     assert response.status_code == 200
     assert Price.objects.filter(model="gpt-4o").count() == before + 1
+    # An API key belongs to one project: its prices are that project's.
+    assert Price.objects.get(model="gpt-4o", input_per_1m=1.0).project_id == project.id
     row = next(p for p in response.json()["prices"] if p["model"] == "gpt-4o")
-    assert row["input_per_1m"] == 1.0
+    assert (row["input_per_1m"], row["source"], row["project"]) == (1.0, "project", project.name)
 
 
-def test_put_needs_an_admin_key_or_staff(api: Api, client, owner, staff):
+def test_put_needs_an_admin_key_or_the_price_permissions(api: Api, client, owner, staff, price_editor):
     payload = {"prices": [{"provider": "openai", "model": "x", "input_per_1m": 1}]}
     assert api.put("/pricing", payload).status_code == 403
     client.force_login(owner)
     assert client.put("/pricing", json.dumps(payload), content_type="application/json").status_code == 403
+    # Staff alone is not enough: global prices need the change-price permission.
     client.force_login(staff)
+    assert client.put("/pricing", json.dumps(payload), content_type="application/json").status_code == 403
+    assert not Price.objects.filter(model="x").exists()
+    client.force_login(price_editor)
     assert client.put("/pricing", json.dumps(payload), content_type="application/json").status_code == 200
-    assert Price.objects.filter(model="x").exists()
+    assert Price.objects.get(model="x").project_id is None
 
 
-def test_put_with_a_session_keeps_csrf_on(staff):
+def test_another_projects_admin_key_cannot_touch_global_or_shared_prices(project, other_project):
+    """The audit's reproduction: project B's admin key PUT gpt-4o-mini with an
+    existing effective_from and edited that price in place for every project."""
+    from projects.models import ApiKey
+
+    stored = Price.objects.create(
+        provider="openai",
+        model="gpt-4o-mini",
+        input_per_1m=0.15,
+        effective_from=dt.datetime(2024, 7, 18, tzinfo=dt.UTC),
+    )
+    b_admin = ApiKey.generate(project=other_project, is_admin=True)[1]
+    response = Api(b_admin).put(
+        "/pricing",
+        {
+            "prices": [
+                {"provider": "openai", "model": "gpt-4o-mini", "input_per_1m": 150.0, "effective_from": "2024-07-18"}
+            ]
+        },
+    )
+    assert response.status_code == 200, response.content
+    stored.refresh_from_db()
+    assert stored.input_per_1m == 0.15  # the global row is untouched
+    assert Price.objects.get(model="gpt-4o-mini", input_per_1m=150.0).project_id == other_project.id
+    # Project A still pays the list price.
+    key_a = ApiKey.generate(project=project)[1]
+    Api(key_a).post_events(
+        [make_event(event_id="a-mini", model="gpt-4o-mini", input_tokens=1_000_000, output_tokens=0)]
+    )
+    assert Event.objects.get(event_id="a-mini").cost_usd == pytest.approx(0.15, abs=1e-9)
+
+
+def test_a_put_never_edits_a_stored_version(price_editor, client):
+    client.force_login(price_editor)
+    first = {"prices": [{"provider": "acme", "model": "m", "input_per_1m": 1.0, "effective_from": "2026-01-01"}]}
+    assert client.put("/pricing", json.dumps(first), content_type="application/json").status_code == 200
+    again = {"prices": [{"provider": "acme", "model": "m", "input_per_1m": 1000.0, "effective_from": "2026-01-01"}]}
+    response = client.put("/pricing", json.dumps(again), content_type="application/json")
+    assert response.status_code == 409
+    assert "never edited in place" in response.json()["detail"]
+    assert list(Price.objects.filter(model="m").values_list("input_per_1m", flat=True)) == [1.0]
+    later = {"prices": [{"provider": "acme", "model": "m", "input_per_1m": 2.0, "effective_from": "2026-02-01"}]}
+    assert client.put("/pricing", json.dumps(later), content_type="application/json").status_code == 200
+    assert Price.objects.filter(model="m").count() == 2
+
+
+def test_put_with_a_session_keeps_csrf_on(price_editor):
     from django.test import Client
 
     strict = Client(enforce_csrf_checks=True)
-    strict.force_login(staff)
+    strict.force_login(price_editor)
     payload = {"prices": [{"provider": "openai", "model": "y", "input_per_1m": 1}]}
     assert strict.put("/pricing", json.dumps(payload), content_type="application/json").status_code == 403
     assert not Price.objects.filter(model="y").exists()

@@ -412,7 +412,7 @@ def test_insights_page(seeded, owner_client, outsider_client, project):
 
 
 @pytest.mark.django_db
-def test_pricing_page(seeded, owner_client, staff_client):
+def test_pricing_page(seeded, owner_client, staff_client, price_editor):
     prices = price_list_current()
     assert prices
     body = owner_client.get("/dashboard/pricing/").content.decode()
@@ -424,9 +424,13 @@ def test_pricing_page(seeded, owner_client, staff_client):
     assert "genai-prices" in body  # where each row comes from
     assert "/change/" not in body  # only staff may edit
     assert "mystery-model-1" in body[body.index('id="unpriced"') :]
-    staff_body = staff_client.get("/dashboard/pricing/").content.decode()
+    # Edit links for those who may change prices, not for staff alone.
+    assert "/change/" not in staff_client.get("/dashboard/pricing/").content.decode()
+    editor = Client()
+    editor.force_login(price_editor)
+    editor_body = editor.get("/dashboard/pricing/").content.decode()
     pinecone = next(p for p in prices if p.provider == "pinecone" and p.model == "*")
-    assert f'href="/admin/pricing/price/{pinecone.pk}/change/"' in staff_body
+    assert f'href="/admin/pricing/price/{pinecone.pk}/change/"' in editor_body
 
 
 # --- performance guard ------------------------------------------------------------
