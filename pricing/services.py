@@ -15,7 +15,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -166,7 +166,16 @@ def price_rows_add(
             )
     if existing:
         raise PriceVersionExists("; ".join(existing))
-    Price.objects.using(using).bulk_create([Price(project_id=project_id, source=Price.USER, **row) for row in rows])
+    try:
+        # The unique version keys decide a race between two PUTs of one version.
+        with transaction.atomic(using=using):
+            Price.objects.using(using).bulk_create(
+                [Price(project_id=project_id, source=Price.USER, **row) for row in rows]
+            )
+    except IntegrityError:
+        raise PriceVersionExists(
+            "a price version in this request was stored meanwhile; send a later effective_from"
+        ) from None
     return len(rows)
 
 
