@@ -58,6 +58,7 @@ import http.client
 import itertools
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -1038,6 +1039,11 @@ def main() -> int:
         "--compare", type=Path, help="a second source tree (e.g. a patched snapshot) measured beside --src, interleaved"
     )
     parser.add_argument(
+        "--db-tag",
+        default="",
+        help="a suffix for the throughput databases' names, so two runs at once do not share them (e.g. _mine)",
+    )
+    parser.add_argument(
         "--compare-own-db",
         action="store_true",
         help="give the --compare tree its own throughput databases (needed when its migrations differ); "
@@ -1052,6 +1058,8 @@ def main() -> int:
     if args.stages_worker:
         stages_worker(args.stages_worker, max(1, args.stages))
         return 0
+    if not re.fullmatch(r"[a-z0-9_]*", args.db_tag):
+        parser.error("--db-tag: lower-case letters, digits and _ only (it becomes part of a database name)")
     if args.compare:
         args.compare = args.compare.resolve()
         if not (args.compare / "manage.py").exists():
@@ -1073,14 +1081,14 @@ def main() -> int:
     tag = f"t{uuid.uuid4().hex[:6]}"
     try:
         if not args.skip_ingest:
-            tput = [Target(v, "tput") for v in vendors]
+            tput = [Target(v, "tput", db_suffix=args.db_tag) for v in vendors]
             alts: dict[str, Target] = {}
             for t in tput:
                 log(f"preparing {t.name} throughput database (fresh)")
                 prepare(t, fresh=True)
                 server_start(t)
                 if args.compare:
-                    suffix = "_b" if args.compare_own_db else ""
+                    suffix = args.db_tag + "_b" if args.compare_own_db else args.db_tag
                     alt = alts[t.vendor] = Target(
                         t.vendor, "tput", src=args.compare, variant="compare", db_suffix=suffix
                     )
