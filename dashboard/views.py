@@ -25,7 +25,7 @@ from dashboard import selectors
 from dashboard.charts import stacked_daily
 from dashboard.formatting import change, duration, tokens, usd
 from events.models import Run
-from events.selectors import BadCursor, RunFilters, run_list, run_root_sections, run_tree
+from events.selectors import TREE_MAX_DEPTH, BadCursor, RunFilters, run_list, run_root_sections, run_tree_detail
 from pricing.selectors import price_list_current
 from pricing.services import GENAI_PRICES_VERSION
 from projects.access import may_edit_global_prices
@@ -247,17 +247,23 @@ def run_list_page(request: HttpRequest) -> HttpResponse:
     return _page(request, "dashboard/runs.html", context, partials=("run-table",), default_partial="run-table")
 
 
-def _count_failed(node: dict[str, Any]) -> int:
-    """Set `failed` on every node: the failed calls at or below it."""
-    own = int(node["span_type"] != "section" and node["status"] == "error")
-    node["failed"] = own + sum(_count_failed(child) for child in node["children"])
-    return node["failed"]
-
-
-def _walk(nodes: list[dict[str, Any]]) -> Any:
-    for node in nodes:
-        yield node
-        yield from _walk(node["children"])
+def _tree_rows(tree: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tree as the rows the page draws in one loop, without recursing:
+    a section "open"s, its children follow, then it "close"s; a call is a
+    "call" row, the calls past the tree's cap an "omitted" row."""
+    rows: list[dict[str, Any]] = []
+    stack: list[tuple[str, dict[str, Any]]] = [("node", node) for node in reversed(tree)]
+    while stack:
+        what, node = stack.pop()
+        if what == "close":
+            rows.append({"kind": "close", "node": node})
+        elif node["span_type"] == "section":
+            rows.append({"kind": "open", "node": node})
+            stack.append(("close", node))
+            stack.extend(("node", child) for child in reversed(node["children"]))
+        else:
+            rows.append({"kind": "omitted" if node["span_type"] == "omitted" else "call", "node": node})
+    return rows
 
 
 @login_required
@@ -273,10 +279,10 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     if choice.current is None or run.project_id != choice.current.id:
         choice = ProjectChoice(current=run.project, projects=choice.projects)
     context = _base_context(request, choice, "runs")
-    tree = run_tree(project_id=run.project_id, run_id=run.run_id)
-    for root in tree:
-        _count_failed(root)
-    calls = [n for n in _walk(tree) if n["span_type"] != "section"]
+    detail = run_tree_detail(run, failed=True)
+    tree = detail["tree"]
+    tree_rows = _tree_rows(tree)
+    calls = [row["node"] for row in tree_rows if row["kind"] == "call"]
     by_model: dict[tuple[str, str], dict[str, Any]] = {}
     for call in calls:
         key = (call.get("provider") or "", call.get("model") or "")
@@ -291,10 +297,24 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     context.update(
         run=run,
         tree=tree,
+        tree_rows=tree_rows,
+        tree_truncated=detail["truncated"],
+        tree_calls=detail["tree_calls"],
+        omitted_calls=detail["omitted_calls"],
+        tree_max_depth=TREE_MAX_DEPTH,
         by_model=sorted(by_model.values(), key=lambda e: -e["cost"]),
         failed_calls=[c for c in calls if c["status"] == "error"],
-        unpriced_calls=sum(1 for c in calls if c.get("cost_status") == "unpriced"),
-        usage_unknown_calls=sum(1 for c in calls if c.get("cost_status") == "usage_unknown"),
+        # Past the tree's cap the Run row counts the calls the tree leaves out.
+        unpriced_calls=(
+            run.unpriced_calls
+            if detail["omitted_calls"]
+            else sum(1 for c in calls if c.get("cost_status") == "unpriced")
+        ),
+        usage_unknown_calls=(
+            run.usage_unknown_calls
+            if detail["omitted_calls"]
+            else sum(1 for c in calls if c.get("cost_status") == "usage_unknown")
+        ),
         runs_url=reverse("dashboard:runs"),
     )
     return _page(request, "dashboard/run_detail.html", context)

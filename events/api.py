@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from events.selectors import BadCursor, RunFilters, run_get, run_list, run_root_sections, run_summary, run_tree
+from events.selectors import BadCursor, RunFilters, run_get, run_list, run_root_sections, run_summary, run_tree_detail
 from projects.access import request_project_id
 
 
@@ -92,7 +92,14 @@ class RunDetailView(APIView):
         parameters=[OpenApiParameter("project", OpenApiTypes.STR, description="session users: which project")],
         responses=inline_serializer(
             "RunDetail",
-            {"run_id": serializers.CharField(), "tree": serializers.ListField(child=serializers.DictField())},
+            {
+                "run_id": serializers.CharField(),
+                "tree": serializers.ListField(child=serializers.DictField()),
+                "truncated": serializers.BooleanField(),
+                "tree_calls": serializers.IntegerField(),
+                "omitted_calls": serializers.IntegerField(),
+                "omitted_sections": serializers.IntegerField(),
+            },
         ),
     )
     def get(self, request: Request, run_id: str) -> Response:
@@ -102,5 +109,5 @@ class RunDetailView(APIView):
             raise NotFound("No such run.")
         roots = run_root_sections(project_id=project_id, run_ids=[run.run_id])
         body = run_summary(run, roots[run.run_id])
-        body["tree"] = run_tree(project_id=project_id, run_id=run.run_id)
+        body.update(run_tree_detail(run))
         return Response(body)

@@ -175,20 +175,77 @@ TREE_FIELDS = (
 )
 
 
+# Bounds of one run's tree (GET /runs/{run_id} and the dashboard's run page),
+# so that its cost is linear in the run's size and bounded whatever a client sent:
+#  - TREE_MAX_CALLS: the tree holds at most this many calls, the first ones
+#    stored; the run's other calls are summed into one top-level node of
+#    span_type "omitted" and the response says `"truncated": true`.  At most
+#    this many calls plus one are read from the database; the run's totals
+#    come from its Run row, whole.
+#  - TREE_MAX_SECTIONS: likewise for the section spans read (calls whose
+#    section was not read hang under a stand-in, as for a section still open).
+#  - TREE_MAX_DEPTH: sections nest at most this deep (the SDK and ingest keep
+#    section paths to 64 levels; parent_span_id chains can still go deeper).
+#    A section below that depth is shown beside its ancestor at that depth,
+#    marked `"folded": true`, with its own rolled-up figures.
+TREE_MAX_CALLS = 10_000
+TREE_MAX_SECTIONS = 10_000
+TREE_MAX_DEPTH = 64
+
+
 def run_tree(*, project_id: int, run_id: str) -> list[dict[str, Any]]:
+    """The run's section tree (SPEC §4); run_tree_detail says whether it was capped."""
+    run = run_get(project_id=project_id, run_id=run_id)
+    return run_tree_detail(run)["tree"] if run is not None else []
+
+
+def run_tree_detail(run: Run, *, failed: bool = False) -> dict[str, Any]:
     """The run's section tree with costs rolled up from the calls (SPEC §4).
 
     Sections are nodes keyed by span_id; calls are leaves under their parent
     section.  A call whose section span has not arrived yet (the block is
     still open) gets a stand-in node built from its section label, so the
     tree is right while a run is in flight.
+
+    Returns `{"tree", "truncated", "tree_calls", "omitted_calls",
+    "omitted_sections"}`.  Linear in the events read, which the TREE_MAX_*
+    bounds above cap; no step recurses, so any depth is served.  With
+    `failed`, each node also carries `failed`: the failed calls at or below it
+    (the dashboard marks sections with it).
     """
+    max_calls, max_sections = TREE_MAX_CALLS, TREE_MAX_SECTIONS
+    events = Event.objects.filter(project_id=run.project_id, run_id=run.run_id)
     # Ordered by id in SQL and by time here: an ORDER BY started_at leads
     # SQLite's planner onto the (project, started_at) index, which walks the
     # whole project (1 s at 1M events) instead of the run's few rows.
-    rows = list(Event.objects.filter(project_id=project_id, run_id=run_id).order_by("id").values("id", *TREE_FIELDS))
+    calls = list(events.exclude(span_type="section").order_by("id").values("id", *TREE_FIELDS)[: max_calls + 1])
+    sections = list(events.filter(span_type="section").order_by("id").values("id", *TREE_FIELDS)[: max_sections + 1])
+    calls_cut, sections_cut = len(calls) > max_calls, len(sections) > max_sections
+    del calls[max_calls:], sections[max_sections:]
+    rows = calls + sections
     rows.sort(key=lambda row: (row["started_at"], row["id"]))
-    nodes: dict[str, dict[str, Any]] = {}
+
+    roots = _link(rows)
+    order = _preorder(roots)
+    _roll_up(order)
+    _sort(roots, order)
+    tree = _public(roots, failed=failed)
+
+    omitted_calls = max(run.calls - len(calls), 0) if calls_cut else 0
+    if calls_cut:
+        tree.append(_omitted_node(run, calls, errors_read=sum(row["status"] == "error" for row in rows)))
+    return {
+        "tree": tree,
+        "truncated": calls_cut or sections_cut,
+        "tree_calls": len(calls),
+        "omitted_calls": omitted_calls,
+        "omitted_sections": max(run.events - run.calls - len(sections), 0) if sections_cut else 0,
+    }
+
+
+def _link(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Nodes for the rows, each linked under its parent; returns the roots."""
+    nodes: dict[str, dict[str, Any]] = {}  # sections and stand-ins, by span_id
     leaves: list[dict[str, Any]] = []
     for row in rows:
         node = _node(row)
@@ -202,7 +259,6 @@ def run_tree(*, project_id: int, run_id: str) -> list[dict[str, Any]]:
         parent_id = leaf["_parent"]
         if parent_id and parent_id not in nodes:
             path = leaf["section_path"]
-            parent_path = path.rsplit("/", 1)[0] if path and "/" in path else None
             nodes[parent_id] = {
                 **_node(
                     {
@@ -216,24 +272,80 @@ def run_tree(*, project_id: int, run_id: str) -> list[dict[str, Any]]:
                     }
                 ),
                 "_stand_in": True,
-                "_parent_path": parent_path,
+                "_parent_path": path.rsplit("/", 1)[0] if path and "/" in path else None,
             }
+    # A stand-in's parent is the first section with its parent's path: one
+    # index by path, instead of a search through every node per stand-in.
+    by_path: dict[str, str] = {}
+    for key, node in nodes.items():
+        if node["section_path"]:
+            by_path.setdefault(node["section_path"], key)
+    parent_of: dict[str, str | None] = {}
+    for key, node in nodes.items():
+        parent = node["_parent"] if node["_parent"] in nodes else None
+        if parent is None and node.get("_stand_in") and node["_parent_path"]:
+            parent = by_path.get(node["_parent_path"])
+        parent_of[key] = parent
+    _break_cycles(parent_of)
     # Link sections to their parents, and calls to their sections.
     roots: list[dict[str, Any]] = []
-    for node in list(nodes.values()):
-        parent = nodes.get(node["_parent"]) if node["_parent"] else None
-        if node.get("_stand_in") and parent is None and node.get("_parent_path"):
-            parent = next(
-                (n for n in nodes.values() if n["section_path"] == node["_parent_path"] and n is not node), None
-            )
-        (parent["children"] if parent else roots).append(node)
+    for key, node in nodes.items():
+        parent = parent_of[key]
+        (nodes[parent]["children"] if parent is not None else roots).append(node)
     for leaf in leaves:
-        parent = nodes.get(leaf["_parent"]) if leaf["_parent"] else None
-        (parent["children"] if parent else roots).append(leaf)
-    for root in roots:
-        _roll_up(root)
-    _sort(roots)
-    return [_public(n) for n in roots]
+        section = nodes.get(leaf["_parent"]) if leaf["_parent"] else None
+        (section["children"] if section is not None else roots).append(leaf)
+    return roots
+
+
+def _break_cycles(parent_of: dict[str, str | None]) -> None:
+    """Sections that are each other's ancestors (or their own parent): the
+    first of each loop met becomes a root, so every section is shown once."""
+    done: set[str] = set()
+    for start in parent_of:
+        path: list[str] = []
+        on_path: set[str] = set()
+        key: str | None = start
+        while key is not None and key not in done and key not in on_path:
+            path.append(key)
+            on_path.add(key)
+            key = parent_of[key]
+        if key is not None and key in on_path:
+            parent_of[key] = None
+        done.update(path)
+
+
+def _preorder(roots: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every node, each before its children (an explicit stack: no recursion)."""
+    order: list[dict[str, Any]] = []
+    stack = list(reversed(roots))
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        stack.extend(reversed(node["children"]))
+    return order
+
+
+def _roll_up(order: list[dict[str, Any]]) -> None:
+    # Children come after their parent in preorder: backwards, each section's
+    # children are complete by the time it adds them up.
+    for node in reversed(order):
+        if node["span_type"] != "section":
+            continue
+        self_cost = 0.0
+        for child in node["children"]:
+            node["cost_usd"] += child["cost_usd"]
+            node["calls"] += child["calls"]
+            node["input_tokens"] += child["input_tokens"]
+            node["output_tokens"] += child["output_tokens"]
+            node["_failed"] += child["_failed"]
+            if child["span_type"] != "section":
+                self_cost += child["cost_usd"]
+            if node.get("_stand_in"):
+                node["latency_ms"] = max(node["latency_ms"], child["latency_ms"])
+                if child["status"] == "error":
+                    node["status"] = "error"
+        node["self_cost_usd"] = self_cost
 
 
 def _node(row: dict[str, Any]) -> dict[str, Any]:
@@ -255,6 +367,7 @@ def _node(row: dict[str, Any]) -> dict[str, Any]:
         "_parent": row.get("parent_span_id"),
         "_section": row.get("section"),
         "_start": row.get("started_at"),
+        "_failed": int(is_call and row.get("status") == "error"),
     }
     if is_call:
         node.update(
@@ -277,37 +390,62 @@ def _node(row: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def _roll_up(node: dict[str, Any]) -> None:
-    if node["span_type"] != "section":
-        return
-    self_cost = 0.0
-    for child in node["children"]:
-        _roll_up(child)
-        node["cost_usd"] += child["cost_usd"]
-        node["calls"] += child["calls"]
-        node["input_tokens"] += child["input_tokens"]
-        node["output_tokens"] += child["output_tokens"]
-        if child["span_type"] != "section":
-            self_cost += child["cost_usd"]
-        if node.get("_stand_in"):
-            node["latency_ms"] = max(node["latency_ms"], child["latency_ms"])
-            if child["status"] == "error":
-                node["status"] = "error"
-    node["self_cost_usd"] = self_cost
+def _omitted_node(run: Run, calls: list[dict[str, Any]], *, errors_read: int) -> dict[str, Any]:
+    """The run's calls past TREE_MAX_CALLS, summed from the Run row's totals."""
+    count = max(run.calls - len(calls), 0)
+    cost = max(run.cost_usd - sum(row["cost_usd"] for row in calls), 0.0)
+    return {
+        "span_id": None,
+        "name": f"{count:,} more call{'s' if count != 1 else ''} not shown",
+        "span_type": "omitted",
+        "section_path": None,
+        "cost_usd": cost,
+        "self_cost_usd": cost,
+        "calls": count,
+        "input_tokens": max(run.input_tokens - sum(row["input_tokens"] for row in calls), 0),
+        "output_tokens": max(run.output_tokens - sum(row["output_tokens"] for row in calls), 0),
+        "latency_ms": 0.0,
+        "status": "error" if run.errors > errors_read else "ok",
+        "started_at": None,
+        "children": [],
+    }
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def _sort(nodes: list[dict[str, Any]]) -> None:
+def _start_key(node: dict[str, Any]) -> dt.datetime:
     # Sort on the datetime itself: ISO strings with and without microseconds
     # do not sort in time order.
-    nodes.sort(key=lambda n: n["_start"] or _EPOCH)
-    for n in nodes:
-        _sort(n["children"])
+    start: dt.datetime | None = node["_start"]
+    return start or _EPOCH
 
 
-def _public(node: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in node.items() if not k.startswith("_")}
-    out["children"] = [_public(c) for c in node["children"]]
-    return out
+def _sort(roots: list[dict[str, Any]], order: list[dict[str, Any]]) -> None:
+    roots.sort(key=_start_key)
+    for node in order:
+        if node["children"]:
+            node["children"].sort(key=_start_key)
+
+
+def _public(roots: list[dict[str, Any]], *, failed: bool = False) -> list[dict[str, Any]]:
+    """The nodes without their private keys, sections nested at most
+    TREE_MAX_DEPTH deep (deeper ones beside their ancestor at that depth,
+    marked folded), built with an explicit stack."""
+    out_roots: list[dict[str, Any]] = []
+    # (node, the list its copy goes in, the list beside it at the depth above, its depth)
+    stack: list[tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], int]] = [
+        (node, out_roots, out_roots, 1) for node in reversed(roots)
+    ]
+    while stack:
+        node, into, beside, depth = stack.pop()
+        out = {k: v for k, v in node.items() if not k.startswith("_")}
+        out["children"] = []
+        if failed:
+            out["failed"] = node["_failed"]
+        if depth > TREE_MAX_DEPTH and node["span_type"] == "section":
+            out["folded"] = True
+            into, depth = beside, TREE_MAX_DEPTH
+        into.append(out)
+        stack.extend((child, out["children"], into, depth + 1) for child in reversed(node["children"]))
+    return out_roots
