@@ -8,16 +8,20 @@ instead of being silently replaced by a default.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
-import secrets
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
+from llmobserve_site.owner_only import generated_secret_key, owner_only_dir
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("LLMOBSERVE_VAR_DIR", BASE_DIR / "var"))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+# SQLite (with the session keys), the generated secret key, the embedded
+# broker: readable by the owner only (0700, tightened if it was wider).
+VAR_DIR = owner_only_dir(Path(os.environ.get("LLMOBSERVE_VAR_DIR", BASE_DIR / "var")))
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -49,20 +53,6 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-def _secret_key() -> str:
-    key = os.environ.get("SECRET_KEY")
-    if key:
-        return key
-    # Embedded default: a key generated once and kept under var/, so sessions
-    # survive restarts without the user having to invent one.
-    path = VAR_DIR / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
-SECRET_KEY = _secret_key()
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -72,6 +62,11 @@ if env_bool("BEHIND_HTTPS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+# Strict-Transport-Security on every https response (SecurityMiddleware sends
+# it only when the request is secure: through that proxy, or TLS served
+# directly), never on plain http such as `make run`'s, never with DEBUG.
+if not DEBUG:
+    SECURE_HSTS_SECONDS = 365 * 24 * 3600
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -81,6 +76,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "axes",
+    "csp",
     "rest_framework",
     "drf_spectacular",
     "django_htmx",
@@ -94,6 +91,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -102,6 +100,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "llmobserve_site.urls"
@@ -117,6 +117,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # {{ CSP_NONCE }}: <script nonce="{{ CSP_NONCE }}"> if an inline script is ever needed.
+                "csp.context_processors.nonce",
             ],
         },
     },
@@ -156,8 +158,77 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not :memory:) so live-server and thread tests share it; one per
     # process so two test runs on one machine never clobber each other.
     _db.setdefault("TEST", {})["NAME"] = str(VAR_DIR / f"test-{os.getpid()}.sqlite3")
+    # Django's SQLite backend, creating the database file 0600 (it holds the session keys).
+    _db["ENGINE"] = "llmobserve_site.sqlite"
 DATABASES = {"default": _db}
+
+
+# --- Secret key ---------------------------------------------------------------
+# Production (PostgreSQL, DEBUG off) needs SECRET_KEY, the same on every web
+# container, worker and beat: a key generated per container would break
+# sessions across replicas and recreates.  The embedded default (SQLite, or
+# DEBUG on) generates one once into var/secret_key (0600).
+PLACEHOLDER_SECRET_KEYS = frozenset({"change-me-to-a-long-random-string"})
+_KEY_HOWTO = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+
+
+def _secret_key(*, production: bool) -> str:
+    key = os.environ.get("SECRET_KEY", "")
+    if key.strip() in PLACEHOLDER_SECRET_KEYS and not DEBUG:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is still the .env.example placeholder {key.strip()!r}: set it to a long random string, "
+            f"the same on every container ({_KEY_HOWTO})"
+        )
+    if key.strip():
+        return key
+    if production:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. With a PostgreSQL DATABASE_URL (production) it is required, the same on every "
+            f"web container, worker and beat: set it in .env ({_KEY_HOWTO}). Only the embedded SQLite default "
+            "generates one into var/secret_key."
+        )
+    return generated_secret_key(VAR_DIR / "secret_key")
+
+
+SECRET_KEY = _secret_key(production=_db["ENGINE"] == "django.db.backends.postgresql" and not DEBUG)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Login throttling (django-axes) -----------------------------------------------
+# After 5 failed logins for one username from one address, that username is
+# refused from that address, right password or not, for 15 minutes after the
+# last failure (attempts while locked do not extend it).  The dashboard's login
+# and the admin's both count; an admin lifts a lock in the admin (Axes ›
+# Access attempts) or with `manage.py axes_reset_username NAME`.
+AUTHENTICATION_BACKENDS = [
+    "llmobserve_site.login_throttle.LoginThrottleBackend",  # first: refuses a locked-out login
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = dt.timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "llmobserve_site.login_throttle.lockout_response"
+# REMOTE_ADDR; behind the https proxy, the last X-Forwarded-For entry (the address the proxy saw).
+AXES_CLIENT_IP_CALLABLE = "llmobserve_site.login_throttle.client_ip"
+AXES_VERBOSE = False  # no banner on every start; lockouts are still logged as warnings
+
+# --- Content-Security-Policy (django-csp) ---------------------------------------
+# Everything is served from here (htmx and the charts included): no inline
+# script or style (a nonce'd <script nonce="{{ CSP_NONCE }}"> is the only way
+# in), no framing, forms post only back here.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
