@@ -9,10 +9,11 @@ See README.md for the full surface.
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import _state
@@ -32,20 +33,67 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
+# No handler of its own (not even a NullHandler): the few things a user has to
+# act on are WARNINGs (see _state.notice), which logging's last resort prints
+# on stderr when the app configured no logging; everything else is DEBUG.
 logger = logging.getLogger("llmobserve")
-logger.addHandler(logging.NullHandler())
 
 DEFAULT_COLLECTOR_URL = "http://127.0.0.1:8000"
 DEFAULT_EXIT_TIMEOUT = 0.5
+#: the SDK's settings, read from the environment, else from ./.env
+SETTINGS = (
+    "COLLECTOR_URL",
+    "LLMOBSERVE_API_KEY",
+    "LLMOBSERVE_SERVICE",
+    "LLMOBSERVE_SAMPLE_RATE",
+    "LLMOBSERVE_DISABLED",
+)
 
 _lock = threading.Lock()
 _atexit_registered = False
 _exit_timeout = DEFAULT_EXIT_TIMEOUT
 _instrumented: dict[str, bool] = {}
+_said_no_key = False
 
 
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+def _read_dotenv(path: str = ".env") -> dict[str, str]:
+    """The SDK's settings (``SETTINGS``) among the ``KEY=VALUE`` lines of
+    ``path`` (``make run`` writes ``COLLECTOR_URL`` and
+    ``LLMOBSERVE_API_KEY`` there): blank lines and ``#`` comments skipped,
+    an ``export`` prefix and quotes around the value removed, ``  # …``
+    after an unquoted value ignored. Nothing else in the file is read, and
+    nothing is put into ``os.environ``. No file (or an unreadable one): {}."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read(1 << 20)
+    except OSError:
+        return {}
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("export "):
+            line = line[7:].lstrip()
+        name, eq, value = line.partition("=")
+        name = name.strip()
+        if not eq or name not in SETTINGS:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value or "\t#" in value:
+            value = value.replace("\t#", " #").split(" #", 1)[0].rstrip()
+        out[name] = value
+    return out
+
+
+def _settings() -> Mapping[str, str]:
+    """The environment, then ./.env for what it does not set."""
+    return collections.ChainMap(os.environ, _read_dotenv())  # type: ignore[arg-type]
+
+
+def _env_true(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    value = (os.environ if environ is None else environ).get(name, "")
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def _instrument(which: Iterable[str]) -> None:
@@ -69,12 +117,12 @@ def observe(
     *,
     service: str | None = None,
     sample_rate: float | None = None,
-    max_queue: int = 10_000,
+    max_queue: int = 20_000,
     batch_size: int = 1000,
     flush_interval: float = 1.0,
-    max_retries: int = 5,
+    max_retries: int | None = None,
     backoff_base: float = 0.5,
-    backoff_max: float = 30.0,
+    backoff_max: float = 10.0,
     request_timeout: float = 5.0,
     exit_timeout: float = DEFAULT_EXIT_TIMEOUT,
     instrument: Iterable[str] = ("openai", "pinecone"),
@@ -83,32 +131,41 @@ def observe(
     """Start observing: patch the installed ``openai``/``pinecone`` clients and
     send events to ``{collector_url}/events`` from a background thread.
 
-    Environment: ``COLLECTOR_URL``, ``LLMOBSERVE_API_KEY``, ``LLMOBSERVE_SERVICE``,
-    ``LLMOBSERVE_SAMPLE_RATE`` (0..1, per run), ``LLMOBSERVE_DISABLED=1`` (no
-    patching, no thread, nothing sent). Calling it again re-configures but
-    never instruments twice. Returns True when observing, False when disabled.
-    Never raises.
+    Environment (else ``./.env``, as ``make run`` writes it): ``COLLECTOR_URL``,
+    ``LLMOBSERVE_API_KEY``, ``LLMOBSERVE_SERVICE``, ``LLMOBSERVE_SAMPLE_RATE``
+    (0..1, per run), ``LLMOBSERVE_DISABLED=1`` (no patching, no thread,
+    nothing sent). Calling it again re-configures but never instruments
+    twice. Returns True when observing, False when disabled. Never raises.
+    Without an API key it says so once (a WARNING; on stderr when logging is
+    not configured).
+
+    A batch the collector cannot take now (down, 5xx, 429) is retried with
+    capped exponential backoff (``backoff_base`` doubling up to
+    ``backoff_max``, with jitter) for as long as the queue behind it has
+    room (``max_retries=None``; a number gives up after that many retries);
+    a full queue drops its oldest events, counted in ``stats()["dropped"]``.
 
     ``before_send(event)`` runs on the exporter thread for every built event
     (a SPEC §2 dict): return it (changed or not) to send it, or None to drop
     it, e.g. to scrub attributes. An exception in it drops that event and is
     logged (a scrubbing hook that fails must not let the raw event through).
     """
-    global _atexit_registered, _exit_timeout
+    global _atexit_registered, _exit_timeout, _said_no_key
     try:
-        if _env_true("LLMOBSERVE_DISABLED"):
+        environ = _settings()
+        if _env_true("LLMOBSERVE_DISABLED", environ):
             return False
-        url = collector_url or os.environ.get("COLLECTOR_URL") or DEFAULT_COLLECTOR_URL
-        key = api_key if api_key is not None else os.environ.get("LLMOBSERVE_API_KEY")
+        url = collector_url or environ.get("COLLECTOR_URL") or DEFAULT_COLLECTOR_URL
+        key = api_key if api_key is not None else environ.get("LLMOBSERVE_API_KEY")
         if sample_rate is None:
-            env_rate = os.environ.get("LLMOBSERVE_SAMPLE_RATE")
+            env_rate = environ.get("LLMOBSERVE_SAMPLE_RATE")
             try:
                 sample_rate = float(env_rate) if env_rate else 1.0
             except ValueError:
                 sample_rate = 1.0
         with _lock:
             old = _state.exporter
-            _state.exporter = Exporter(
+            _state.exporter = new = Exporter(
                 url,
                 key,
                 max_queue=max_queue,
@@ -120,7 +177,7 @@ def observe(
                 request_timeout=request_timeout,
                 before_send=before_send,
             )
-            _state.service = service or os.environ.get("LLMOBSERVE_SERVICE") or _state.service
+            _state.service = service or environ.get("LLMOBSERVE_SERVICE") or _state.service
             _state.sample_rate = min(1.0, max(0.0, float(sample_rate)))
             _exit_timeout = max(0.0, float(exit_timeout))
             _instrument(instrument)
@@ -131,6 +188,12 @@ def observe(
         if old is not None:
             # re-configured: hand over quietly (bounded wait, never blocks long)
             old.shutdown(timeout=0.5)
+        if not key and not _said_no_key:
+            _said_no_key = True
+            _state.notice(
+                f"llmobserve: no API key, so the collector at {new.url} will reject every event: "
+                "set LLMOBSERVE_API_KEY (in the environment or ./.env) or pass observe(api_key=...)"
+            )
         return True
     except Exception:
         logger.debug("llmobserve: observe() failed", exc_info=True)
@@ -198,6 +261,7 @@ def _at_exit() -> None:
         # exit_timeout: no backoff sleeps, one attempt per batch.
         exp.stop_retrying()
         exp.flush(_exit_timeout)
+        _state.quiet = True  # the interpreter is going: the worker says nothing more
         exp._closed = True
         exp._stop.set()
         exp._wake.set()

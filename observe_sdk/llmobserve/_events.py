@@ -33,6 +33,12 @@ P_TOKENS = 4
 # instruction count there.
 P_OPENAI_STREAM = 5
 
+# What the collector stores (SPEC §2, events/schema.py): counts up to 2**53
+# (here 2**53 - 1, what JSON encoders write exactly), amounts and units up to 1e15.
+MAX_COUNT = 2**53 - 1
+MAX_AMOUNT = 1e15
+_COUNTS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
+
 _ts_sec = -1
 _ts_str = ""
 # ".000Z" … ".999Z": a table look-up instead of a format spec per event
@@ -495,7 +501,7 @@ def build_event(item: tuple) -> dict[str, Any]:
         parent_span_id = frame.span_id
         section = frame.label
         path = frame.path
-    return {
+    event = {
         "event_id": new_event_id(),
         "run_id": run_id,
         "span_id": new_span_id(),
@@ -521,3 +527,45 @@ def build_event(item: tuple) -> dict[str, Any]:
         "attributes": attributes,
         **(extra_fields or {}),
     }
+    if (
+        inp > MAX_COUNT
+        or out > MAX_COUNT
+        or cached > MAX_COUNT
+        or reasoning > MAX_COUNT
+        or not (0.0 <= ru <= MAX_AMOUNT and 0.0 <= wu <= MAX_AMOUNT)
+        or (extra_fields is not None and "usage_details" in extra_fields)
+    ):
+        _check_usage(event)
+    return event
+
+
+def _check_usage(event: dict[str, Any]) -> None:
+    """A usage the collector cannot store (a count beyond MAX_COUNT, units
+    beyond MAX_AMOUNT, NaN, infinite or negative) is not sent: each such
+    field is zeroed (a unit of ``usage_details`` left out), ``usage_known``
+    is false (the collector flags the call instead of costing it) and
+    ``attributes.usage_out_of_range`` names them. Rare: a broken proxy."""
+    bad = []
+    for f in _COUNTS:
+        if not 0 <= event[f] <= MAX_COUNT:
+            bad.append(f)
+            event[f] = 0
+    for f in ("read_units", "write_units"):
+        if not 0.0 <= event[f] <= MAX_AMOUNT:
+            bad.append(f)
+            event[f] = 0.0
+    details = event.get("usage_details")
+    if isinstance(details, dict):
+        kept = {}
+        for unit, v in details.items():
+            if isinstance(v, int | float) and 0 <= v <= MAX_AMOUNT:
+                kept[unit] = v
+            else:
+                bad.append(f"usage_details.{unit}")
+        if kept:
+            event["usage_details"] = kept
+        else:
+            del event["usage_details"]
+    if bad:
+        event["usage_known"] = False
+        event["attributes"] = {**event["attributes"], "usage_out_of_range": bad}

@@ -3,6 +3,7 @@ exporter. Kept in one tiny module so the hot path reads plain module globals."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -17,6 +18,28 @@ sample_rate: float = 1.0
 service: str | None = None
 #: The background exporter, or None.
 exporter: Exporter | None = None
+
+#: Set at interpreter exit once the last flush is over: nothing more is said.
+quiet: bool = False
+
+_logger = logging.getLogger("llmobserve")
+
+
+def notice(message: str, exc_info: bool = False) -> None:
+    """Say something the user has to act on (a missing or rejected API key,
+    the collector unreachable and back, a section too deep), once, where it
+    is seen: a WARNING of the ``llmobserve`` logger. With logging configured
+    it goes wherever the app sends warnings; without (no handler anywhere),
+    logging's last resort prints it as one line on stderr, as other SDKs'
+    warnings appear. The SDK's logger has no handler of its own for that
+    reason; everything else it logs is DEBUG. Never raises."""
+    if quiet:
+        return
+    try:
+        _logger.warning(message, exc_info=exc_info)
+    except Exception:  # pragma: no cover - a handler's own failure
+        pass
+
 
 # Record kinds (first element of the tuples put on the queue).
 KIND_CALL = 0

@@ -21,7 +21,11 @@ from typing import Any, TypeVar
 
 from . import _state
 
-__all__ = ["Frame", "section", "trace", "run", "current_frame"]
+__all__ = ["Frame", "section", "trace", "run", "current_frame", "MAX_SECTION_DEPTH"]
+
+#: Sections nest at most this deep: a ``section()`` inside the 64th level adds
+#: no level (what runs in it is recorded in the 64th-level section), said once.
+MAX_SECTION_DEPTH = 64
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,7 +70,7 @@ if hasattr(os, "register_at_fork"):
 class Frame:
     """One open run or section."""
 
-    __slots__ = ("run_id", "span_id", "label", "path", "parent", "sampled", "attrs")
+    __slots__ = ("run_id", "span_id", "label", "path", "parent", "sampled", "attrs", "depth")
 
     def __init__(
         self,
@@ -77,6 +81,7 @@ class Frame:
         parent: Frame | None,
         sampled: bool,
         attrs: dict[str, Any] | None,
+        depth: int = 0,
     ) -> None:
         self.run_id = run_id
         self.span_id = span_id  # None for a bare run() frame
@@ -85,6 +90,7 @@ class Frame:
         self.parent = parent
         self.sampled = sampled
         self.attrs = attrs  # run attributes, inherited by every event of the run
+        self.depth = depth  # sections in path (0: a bare run() frame)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Frame(run={self.run_id!r}, span={self.span_id!r}, path={self.path!r})"
@@ -92,6 +98,20 @@ class Frame:
 
 _current: contextvars.ContextVar[Frame | None] = contextvars.ContextVar("llmobserve_frame", default=None)
 current_frame = _current.get
+
+
+_said_too_deep = False
+
+
+def _too_deep(label: str, parent: Frame) -> None:
+    global _said_too_deep
+    if not _said_too_deep:
+        _said_too_deep = True
+        _state.notice(
+            f"llmobserve: section {label!r} is nested deeper than {MAX_SECTION_DEPTH} levels, the maximum: "
+            f"it adds no level, and what runs in it is recorded in the {MAX_SECTION_DEPTH}th-level section "
+            f"{parent.label!r}"
+        )
 
 
 def _decide_sampled() -> bool:
@@ -121,12 +141,17 @@ class section:
             parent = _current.get()
             label = self.label
             if parent is None:
-                frame = Frame(new_run_id(), new_span_id(), label, label, None, _decide_sampled(), None)
-            else:
+                frame = Frame(new_run_id(), new_span_id(), label, label, None, _decide_sampled(), None, 1)
+            elif (depth := parent.depth) < MAX_SECTION_DEPTH:
                 path = label if parent.path is None else parent.path + "/" + label
-                frame = Frame(parent.run_id, new_span_id(), label, path, parent, parent.sampled, parent.attrs)
+                frame = Frame(
+                    parent.run_id, new_span_id(), label, path, parent, parent.sampled, parent.attrs, depth + 1
+                )
+            else:  # too deep: no level of its own, no section event; its calls go to the parent
+                _too_deep(label, parent)
+                frame = None
             self._frame = frame
-            self._token = _current.set(frame)
+            self._token = None if frame is None else _current.set(frame)
         except Exception:  # pragma: no cover - defensive
             self._frame = None
         self._wall = time.time()

@@ -3,12 +3,23 @@ gzip'd JSON over a kept-alive ``http.client`` connection (stdlib), retries with 
 Like ``urllib``, it goes through ``HTTP_PROXY`` / ``HTTPS_PROXY`` unless
 ``NO_PROXY`` names the collector's host.
 
-The host only ever calls :meth:`Exporter.put`: one ``append`` on a bounded
+The host only ever calls :meth:`Exporter.put`: one ``append`` on a
 ``collections.deque`` (atomic under the GIL, no lock or condition variable,
-so nothing a fork can leave locked); when ``max_queue`` records are waiting
-the record is dropped and counted instead (the queue never grows). The
-worker wakes every ``flush_interval`` seconds (or as soon as a batch is full,
-or on ``flush()``), turns records into events, and posts them.
+so nothing a fork can leave locked). The queue holds at most ``max_queue``
+records: when it is full the oldest record is dropped (and counted) to make
+room, so memory stays bounded and the newest events survive. The worker
+wakes every ``flush_interval`` seconds (or as soon as a batch is full, or on
+``flush()``), turns records into events, and posts them. A batch that cannot
+be delivered (the collector down, 5xx, 429) is retried, with capped
+exponential backoff and jitter, for as long as the queue behind it has room;
+when the queue fills up, that batch, the oldest events, is dropped instead.
+
+JSON: ``orjson`` when it is installed, else the standard library; the
+module's ``_orjson`` (None without it) is the switch. Either way a batch is
+valid JSON the collector accepts: NaN and infinities become ``null``,
+integers beyond 2**53 - 1 become strings, and an event no encoder takes
+(nesting deeper than any encoder recurses, lone surrogates, keys that are not
+text) is repaired alone, its neighbours going as they are.
 """
 
 from __future__ import annotations
@@ -19,8 +30,10 @@ import gzip
 import http.client
 import json
 import logging
+import math
 import os
 import random
+import re
 import ssl
 import threading
 import time
@@ -33,19 +46,108 @@ from ._events import build_event
 
 logger = logging.getLogger("llmobserve")
 
-try:  # optional accelerator (pinecone already depends on it); stdlib json otherwise
+try:  # optional accelerator (pinecone already depends on it); the standard library otherwise
     import orjson as _orjson
-
-    def _dumps(obj: Any) -> bytes:
-        try:
-            return _orjson.dumps(obj, default=str)
-        except Exception:  # e.g. ints beyond 64 bits: fall back
-            return json.dumps(obj, separators=(",", ":"), default=str).encode("utf-8")
-
 except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None  # type: ignore[assignment]
 
-    def _dumps(obj: Any) -> bytes:
-        return json.dumps(obj, separators=(",", ":"), default=str).encode("utf-8")
+#: integers the collector (and JavaScript) take exactly: larger ones are sent as strings
+MAX_SAFE_INT = 2**53 - 1
+#: attribute values nested deeper than this (the attributes object is level 1) are cut
+#: when an event has to be repaired
+MAX_NESTING = 32
+_TOO_DEEP = "[nested too deep]"
+# a number of 16 digits or more in the standard library's output: maybe an
+# integer beyond MAX_SAFE_INT (orjson checks that itself: OPT_STRICT_INTEGER)
+_LONG_NUMBER = re.compile(rb"[:,\[]-?[0-9]{16}")
+# what an interrupted retry waits for at most when the collector sends Retry-After
+_RETRY_AFTER_MAX = 60.0
+# an outage starting within this many seconds of the last one said is not said again
+OUTAGE_NOTICE_INTERVAL = 300.0
+
+
+def _default(obj: Any) -> str:
+    return str(obj)
+
+
+def _encode(obj: Any, checked: bool = False) -> bytes:
+    """``obj`` as JSON bytes; raises when it would not be valid JSON the
+    collector takes (NaN in the standard library, an integer beyond
+    MAX_SAFE_INT, a lone surrogate, too deep). ``checked``: already made
+    safe, skip the integer check."""
+    if _orjson is not None:
+        return _orjson.dumps(obj, default=_default, option=0 if checked else _orjson.OPT_STRICT_INTEGER)
+    body = json.dumps(obj, separators=(",", ":"), default=_default, allow_nan=False, ensure_ascii=False).encode()
+    if not checked and _LONG_NUMBER.search(body) is not None:
+        raise ValueError("an integer may be out of range")
+    return body
+
+
+def _safe_text(s: str) -> str:
+    s = str.__str__(s)  # a str subclass (an enum member) as its text
+    if s.isascii():
+        return s
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:  # lone surrogates
+        return s.encode("utf-8", "replace").decode("utf-8")
+
+
+def _safe_key(k: Any) -> str:
+    if isinstance(k, str):
+        return _safe_text(k)
+    if k is None or isinstance(k, bool | int | float):
+        return json.dumps(k)  # as the standard library writes such keys
+    return _safe_text(str(k))
+
+
+def _safe(v: Any, depth: int) -> Any:
+    """A copy of ``v`` every encoder takes and the collector accepts: NaN and
+    infinities as None, integers beyond MAX_SAFE_INT as their digits (text),
+    text without lone surrogates, containers nested deeper than MAX_NESTING
+    cut, anything else as its ``str()``. Never changes ``v`` itself (a run's
+    attributes are shared by its events)."""
+    if v is None or v is True or v is False:
+        return v
+    if isinstance(v, str):
+        return _safe_text(v)
+    if isinstance(v, int):
+        v = int(v)
+        return v if -MAX_SAFE_INT <= v <= MAX_SAFE_INT else str(v)
+    if isinstance(v, float):
+        v = float(v)
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict | list | tuple):
+        if depth > MAX_NESTING:
+            return _TOO_DEEP
+        if isinstance(v, dict):
+            return {_safe_key(k): _safe(x, depth + 1) for k, x in v.items()}
+        return [_safe(x, depth + 1) for x in v]
+    try:
+        return _safe_text(str(v))
+    except Exception:
+        return f"[{type(v).__name__}]"
+
+
+def encode_batch(events: list[dict[str, Any]]) -> tuple[bytes, list[dict[str, Any]]]:
+    """(body, the events in it): the whole batch in one pass when it encodes
+    as it is (nearly always); else each event made safe and encoded alone,
+    and one that still fails (nothing should) left out."""
+    try:
+        return _encode({"events": events}), events
+    except Exception:
+        pass
+    parts: list[bytes] = []
+    kept: list[dict[str, Any]] = []
+    for event in events:
+        try:
+            safe = _safe(event, 0)
+            parts.append(_encode(safe, checked=True))
+            kept.append(safe)
+        except Exception:
+            logger.debug("llmobserve: an event could not be encoded; dropped", exc_info=True)
+    return b'{"events":[' + b",".join(parts) + b"]}", kept
 
 
 __all__ = ["Exporter"]
@@ -69,12 +171,12 @@ class Exporter:
         collector_url: str,
         api_key: str | None = None,
         *,
-        max_queue: int = 10_000,
+        max_queue: int = 20_000,
         batch_size: int = 1000,
         flush_interval: float = 1.0,
-        max_retries: int = 5,
+        max_retries: int | None = None,
         backoff_base: float = 0.5,
-        backoff_max: float = 30.0,
+        backoff_max: float = 10.0,
         request_timeout: float = 5.0,
         before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
     ) -> None:
@@ -84,7 +186,8 @@ class Exporter:
         self.max_queue = max(1, int(max_queue))
         self.batch_size = max(1, min(1000, int(batch_size)))
         self.flush_interval = max(0.001, float(flush_interval))
-        self.max_retries = max(0, int(max_retries))
+        # None: retry for as long as the queue has room (a full queue drops the batch)
+        self.max_retries = None if max_retries is None else max(0, int(max_retries))
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
         self.request_timeout = float(request_timeout)
@@ -119,19 +222,33 @@ class Exporter:
         self._pid = os.getpid()
         self._closed = False
         # stats
-        self.dropped = 0  # records dropped because the queue was full
-        self.dropped_failed = 0  # events dropped after failed delivery
-        self.sent = 0  # events accepted by the collector (2xx)
+        self.dropped = 0  # the oldest records, dropped by put() to make room in a full queue
+        self._dropped_in_flight = 0  # a batch being retried, dropped by the worker when the queue filled up
+        self.dropped_failed = 0  # events dropped after failed delivery (4xx, retries given up, at exit)
+        self.sent = 0  # events accepted by the collector (2xx; stored or duplicates)
+        self.rejected = 0  # events the collector rejected one by one (207)
         self.batches_sent = 0
         self.built = 0  # events serialised
         self.dropped_hook = 0  # events before_send dropped (returned None or raised)
         self.cpu_seconds = 0.0  # worker thread CPU time (time.thread_time)
         self._cpu0 = 0.0
         self._failed_since_marker = False
+        # flush() markers put() had to take off the head of a full queue: the
+        # worker releases them after the batch it is sending
+        self._loose_markers: list[_Marker] = []
         self._conn = None  # never reuse a socket inherited across fork
         # set at exit / shutdown: cut backoff sleeps short, no further retries
         self._no_retry = False
-        self._interrupt = threading.Event()
+        # wakes a backoff wait early: exit / shutdown (with _no_retry), or a full queue
+        self._kick = threading.Event()
+        # consecutive failed attempts (of any batch): the backoff's exponent
+        self._failures = 0
+        # what has been said (once): notice keys; an outage in progress
+        self._said: set[str] = set()
+        self._outage = False
+        self._outage_said = False
+        self._outage_lost0 = 0
+        self._outage_said_at = -math.inf
 
     def after_fork_in_child(self) -> None:
         # The parent's queue (and its lock, possibly held by the parent's worker
@@ -168,11 +285,29 @@ class Exporter:
         q = self._queue
         n = len(q)
         if n >= self.max_queue:
-            self.dropped += 1
-            return
+            self._make_room()
         q.append(item)
         if n >= self.batch_size and not self._wake.is_set():
             self._wake.set()
+
+    def _make_room(self) -> None:
+        """The queue is full (the collector is down or slow): drop its oldest
+        record, count it, and wake the worker, whose batch in flight is older
+        still. Only reached when full; one popleft, no lock."""
+        try:
+            old = self._queue.popleft()
+        except IndexError:  # the worker emptied it meanwhile
+            return
+        if type(old) is _Marker:
+            self._loose_markers.append(old)  # not a record: released after the batch in flight
+        else:
+            self.dropped += 1
+            self._failed_since_marker = True
+        if not self._kick.is_set():
+            self._kick.set()
+
+    def _queue_full(self) -> bool:
+        return len(self._queue) >= self.max_queue
 
     # ------------------------------------------------------------------- public
     def flush(self, timeout: float = 5.0) -> bool:
@@ -199,7 +334,7 @@ class Exporter:
     def stop_retrying(self) -> None:
         """From now on each batch gets one attempt (used at interpreter exit)."""
         self._no_retry = True
-        self._interrupt.set()
+        self._kick.set()
 
     def shutdown(self, timeout: float = 2.0) -> bool:
         ok = self.flush(timeout)
@@ -218,9 +353,10 @@ class Exporter:
     def stats(self) -> dict[str, Any]:
         return {
             "queued": self.queued(),
-            "dropped": self.dropped,
+            "dropped": self.dropped + self._dropped_in_flight,
             "dropped_failed": self.dropped_failed,
             "sent": self.sent,
+            "rejected": self.rejected,
             "batches_sent": self.batches_sent,
             "built": self.built,
             "dropped_hook": self.dropped_hook,
@@ -271,6 +407,11 @@ class Exporter:
             if batch and not self._send(batch):
                 self._failed_since_marker = True
             self.cpu_seconds = time.thread_time() - self._cpu0
+            if self._loose_markers:  # taken off a full queue's head: they came before this batch's
+                early = []
+                while self._loose_markers:  # (put() only appends to it; only this thread pops)
+                    early.append(self._loose_markers.pop(0))
+                markers = early + markers
             for m in markers:
                 m.ok = not self._failed_since_marker
                 self._failed_since_marker = False
@@ -282,11 +423,13 @@ class Exporter:
         try:
             out = self.before_send(event)  # type: ignore[misc]
         except Exception:
-            # the user's code: say so loudly, and never send what it was meant to change
-            logger.warning("llmobserve: before_send raised; event dropped", exc_info=True)
+            # the user's code: say so loudly (once), and never send what it was meant to change
+            self._say("hook_raised", "llmobserve: before_send raised; event dropped", exc_info=True)
             out = None
         if out is not None and not isinstance(out, dict):
-            logger.warning("llmobserve: before_send returned %s, not a dict or None; event dropped", type(out).__name__)
+            self._say(
+                "hook_type", f"llmobserve: before_send returned {type(out).__name__}, not a dict or None; event dropped"
+            )
             out = None
         if out is None:
             self.dropped_hook += 1
@@ -294,49 +437,145 @@ class Exporter:
 
     def _send(self, events: list[dict[str, Any]]) -> bool:
         try:
-            body = gzip.compress(_dumps({"events": events}), compresslevel=1)
-        except Exception:
+            raw, sendable = encode_batch(events)
+            body = gzip.compress(raw, compresslevel=1)
+        except Exception:  # pragma: no cover - encode_batch leaves out what it cannot encode
             logger.debug("llmobserve: could not serialise batch", exc_info=True)
             self.dropped_failed += len(events)
             return False
+        lost = len(events) - len(sendable)
+        if lost:
+            self.dropped_failed += lost
+        events = sendable
+        n = len(events)
+        if not n:
+            return not lost
         attempt = 0
         while True:
-            status, retry_after = self._post(body)
+            status, retry_after, reply, reason = self._post(body)
             if 200 <= status < 300:
-                self.sent += len(events)
-                self.batches_sent += 1
-                return True
-            if status == 413 and len(events) > 1:
-                half = len(events) // 2
+                self._failures = 0
+                self._delivered(n, status, reply)
+                return not lost
+            if status == 413 and n > 1:
+                half = n // 2
                 a = self._send(events[:half])
                 b = self._send(events[half:])
-                return a and b
+                return a and b and not lost
             retryable = status == 0 or status in _RETRYABLE or status >= 500
-            if retryable and attempt < self.max_retries and not self._no_retry:
-                delay = min(self.backoff_max, self.backoff_base * (2**attempt))
-                delay = delay * (0.5 + random.random() / 2)  # jitter
-                if retry_after is not None:
-                    delay = min(max(retry_after, 0.0), max(self.backoff_max, 1.0))
-                attempt += 1
+            if not retryable:
+                self.dropped_failed += n
+                self._rejected_batch(status, n)
+                return False
+            self._outage_begins(status, reason)
+            if self._no_retry or (self.max_retries is not None and attempt >= self.max_retries):
+                self.dropped_failed += n
                 logger.debug(
-                    "llmobserve: POST %s -> %s, retry %d in %.2fs", self.url, status or "conn error", attempt, delay
+                    "llmobserve: dropping %d events after %d attempts (last status %s)", n, attempt + 1, reason
                 )
-                # interrupted (exit/shutdown): one last immediate attempt, then give up
-                self._interrupt.wait(delay)
-                continue
-            self.dropped_failed += len(events)
-            if retryable:
-                logger.debug(
-                    "llmobserve: dropping %d events after %d attempts (last status %s)",
-                    len(events),
-                    attempt + 1,
-                    status or "conn error",
-                )
+                return False
+            if self._queue_full():
+                return self._drop_in_flight(n)
+            if retry_after is not None:
+                delay = min(max(retry_after, 0.0), max(self.backoff_max, _RETRY_AFTER_MAX))
+            else:  # capped exponential backoff, with jitter (half to all of it)
+                delay = min(self.backoff_max, self.backoff_base * (2.0 ** min(self._failures, 62)))
+                delay *= 0.5 + random.random() / 2
+            self._failures += 1
+            attempt += 1
+            logger.debug("llmobserve: POST %s -> %s, retry %d in %.2fs", self.url, reason, attempt, delay)
+            # cut short at exit/shutdown (one last immediate attempt) or when the queue fills up
+            self._kick.wait(delay)
+            if not self._no_retry:
+                self._kick.clear()
+            if self._queue_full():
+                return self._drop_in_flight(n)
+
+    def _drop_in_flight(self, n: int) -> bool:
+        """The queue filled up behind the batch being retried: drop that batch,
+        the oldest events, so the worker takes the next (False: not delivered)."""
+        self._dropped_in_flight += n
+        if not self._no_retry:
+            self._kick.clear()  # the full queue is dealt with: the next batch waits its backoff
+        return False
+
+    # ----------------------------------------------------------- said once
+    def _say(self, key: str, message: str, exc_info: bool = False) -> None:
+        """Say ``message`` once for this exporter (see _state.notice)."""
+        if key not in self._said:
+            self._said.add(key)
+            _state.notice(message, exc_info)
+
+    def _lost(self) -> int:
+        return self.dropped + self._dropped_in_flight + self.dropped_failed
+
+    def _outage_begins(self, status: int, reason: str) -> None:
+        if self._outage:
+            return
+        self._outage = True
+        self._outage_lost0 = self._lost()
+        now = time.monotonic()
+        if now - self._outage_said_at < OUTAGE_NOTICE_INTERVAL:
+            return  # a flapping collector: said at most every few minutes, never per batch
+        self._outage_said = True
+        self._outage_said_at = now
+        what = f"cannot reach the collector at {self.url} ({reason})"
+        if status:
+            what = f"the collector at {self.url} answered {reason}"
+        if self._no_retry:  # at exit (or shutdown): one attempt each, nothing kept
+            _state.notice(f"llmobserve: {what}; the events still pending at exit are not delivered")
+        else:
+            _state.notice(f"llmobserve: {what}; events are kept in memory (up to {self.max_queue}) and retried")
+
+    def _outage_ends(self) -> None:
+        self._outage = False
+        if self._outage_said:
+            self._outage_said = False
+            lost = self._lost() - self._outage_lost0
+            _state.notice(
+                f"llmobserve: the collector at {self.url} is reachable again; "
+                + ("no events were lost" if not lost else f"{lost} events were dropped meanwhile")
+            )
+
+    def _delivered(self, n: int, status: int, reply: bytes) -> None:
+        if self._outage:
+            self._outage_ends()
+        self.batches_sent += 1
+        if status != 207:
+            self.sent += n
+            return
+        try:  # some events rejected one by one (SPEC §2): count them, say the first reason once
+            rejected = json.loads(reply).get("rejected") or []
+        except Exception:
+            rejected = []
+        self.sent += n - len(rejected)
+        self.rejected += len(rejected)
+        if rejected:
+            first = rejected[0] if isinstance(rejected[0], dict) else {}
+            why = json.dumps(first.get("errors"), ensure_ascii=False, default=str)[:300]
+            self._say(
+                "207",
+                f"llmobserve: the collector at {self.url} rejected {len(rejected)} of the {n} events of a batch "
+                f"(the others were stored): event {first.get('index')}: {why}",
+            )
+
+    def _rejected_batch(self, status: int, n: int) -> None:
+        if status in (401, 403):
+            if self.api_key:
+                message = f"rejected the API key (HTTP {status})"
             else:
-                logger.warning(
-                    "llmobserve: collector rejected a batch of %d events with HTTP %s; dropped", len(events), status
-                )
-            return False
+                message = f"answered HTTP {status}: no API key was sent"
+            self._say(
+                "auth",
+                f"llmobserve: the collector at {self.url} {message}: events are dropped until "
+                "LLMOBSERVE_API_KEY (or observe(api_key=...)) holds a key it accepts",
+            )
+            return
+        hint = " (is COLLECTOR_URL the collector's base URL?)" if status in (404, 405) else ""
+        self._say(
+            f"status:{status}",
+            f"llmobserve: the collector at {self.url} rejected a batch of {n} events with HTTP {status}; dropped{hint}",
+        )
 
     def _new_conn(self) -> http.client.HTTPConnection:
         proxy = self._proxy
@@ -363,10 +602,12 @@ class Exporter:
             except Exception:
                 pass
 
-    def _post(self, body: bytes) -> tuple[int, float | None]:
+    def _post(self, body: bytes) -> tuple[int, float | None, bytes, str]:
         """One POST over a kept-alive connection (stdlib http.client); a
         stale kept-alive connection is retried once on a fresh one.
-        Returns (status, retry_after); status 0 means a connection error."""
+        Returns (status, retry_after, response body, what happened); status 0
+        means a connection error (what happened: the exception's name)."""
+        reason = "no answer"
         for _ in range(2):
             conn = self._conn
             reused = conn is not None
@@ -375,24 +616,25 @@ class Exporter:
             try:
                 conn.request("POST", self._path, body=body, headers=self._headers)
                 resp = conn.getresponse()
-                resp.read()
+                reply = resp.read()
                 status = resp.status
                 ra_header = resp.getheader("Retry-After")
                 if resp.will_close:
                     self._close_conn()
                 ra = _parse_retry_after(ra_header) if ra_header else None
-                return status, ra
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                return status, ra, reply, f"HTTP {status}"
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 self._close_conn()
+                reason = type(exc).__name__
                 if reused:
                     continue  # the server dropped an idle keep-alive connection
                 logger.debug("llmobserve: POST %s failed", self.url, exc_info=True)
-                return 0, None
-            except Exception:
+                return 0, None, b"", reason
+            except Exception as exc:
                 self._close_conn()
                 logger.debug("llmobserve: POST %s failed", self.url, exc_info=True)
-                return 0, None
-        return 0, None
+                return 0, None, b"", type(exc).__name__
+        return 0, None, b"", reason
 
 
 def _proxy_for(scheme: str, host: str) -> tuple[str, int, str | None] | None:
