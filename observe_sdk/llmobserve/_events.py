@@ -33,10 +33,12 @@ P_TOKENS = 4
 # instruction count there.
 P_OPENAI_STREAM = 5
 
-# What the collector stores (SPEC §2, events/schema.py): counts up to 2**53
-# (here 2**53 - 1, what JSON encoders write exactly), amounts and units up to 1e15.
-MAX_COUNT = 2**53 - 1
+# What the collector stores (events/schema.py): token counts up to 2**40 (its
+# MAX_TOKENS: sums of them cannot overflow), amounts and units up to 1e15, a
+# latency up to 1e10 ms (115 days: a section open longer is sent as that).
+MAX_COUNT = 2**40
 MAX_AMOUNT = 1e15
+MAX_LATENCY_MS = 1e10
 _COUNTS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
 
 _ts_sec = -1
@@ -458,7 +460,7 @@ def build_event(item: tuple) -> dict[str, Any]:
             "reasoning_tokens": 0,
             "read_units": 0,
             "write_units": 0,
-            "latency_ms": round(latency * 1000.0, 3),
+            "latency_ms": min(round(latency * 1000.0, 3), MAX_LATENCY_MS),
             "started_at": format_ts(wall),
             "status": "ok" if error_type is None else "error",
             "error_type": error_type,
@@ -519,7 +521,7 @@ def build_event(item: tuple) -> dict[str, Any]:
         "reasoning_tokens": reasoning,
         "read_units": ru,
         "write_units": wu,
-        "latency_ms": round(latency * 1000.0, 3),
+        "latency_ms": min(round(latency * 1000.0, 3), MAX_LATENCY_MS),
         "started_at": format_ts(wall),
         "status": "ok" if error_type is None else "error",
         "error_type": error_type,

@@ -53,9 +53,9 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 #: integers the collector (and JavaScript) take exactly: larger ones are sent as strings
 MAX_SAFE_INT = 2**53 - 1
-#: attribute values nested deeper than this (the attributes object is level 1) are cut
-#: when an event has to be repaired
-MAX_NESTING = 32
+#: attribute values nested deeper than this (the attributes object is level 1, as
+#: the collector counts: its MAX_ATTRIBUTES_DEPTH) are cut when an event has to be repaired
+MAX_NESTING = 64
 _TOO_DEEP = "[nested too deep]"
 # a number of 16 digits or more in the standard library's output: maybe an
 # integer beyond MAX_SAFE_INT (orjson checks that itself: OPT_STRICT_INTEGER)

@@ -32,7 +32,8 @@ from llmo_testkit import unreachable_url, wait_for
 from llmobserve import _state, exporter, run, section, trace
 
 TESTS = Path(__file__).resolve().parent
-MAX_INT = 2**53  # the server's bound on counts (events/schema.py)
+MAX_INT = 2**53  # the server's bound on integers in attributes
+MAX_TOKENS = 2**40  # on token counts (events/schema.py)
 MAX_NUMBER = 1e15  # and on amounts
 
 
@@ -46,11 +47,11 @@ def _event_errors(e: dict[str, Any]) -> list[str]:
     errors = []
     for f in ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"):
         v = e.get(f, 0)
-        if type(v) is not int or not 0 <= v <= MAX_INT:
+        if type(v) is not int or not 0 <= v <= MAX_TOKENS:
             errors.append(f"{f}: {v!r}")
-    for f in ("read_units", "write_units", "latency_ms"):
+    for f, bound in (("read_units", MAX_NUMBER), ("write_units", MAX_NUMBER), ("latency_ms", 1e10)):
         v = e.get(f, 0)
-        if type(v) not in (int, float) or not 0 <= v <= MAX_NUMBER:
+        if type(v) not in (int, float) or not 0 <= v <= bound:
             errors.append(f"{f}: {v!r}")
     for k, v in (e.get("usage_details") or {}).items():
         if type(v) not in (int, float) or not 0 <= v <= MAX_NUMBER:
@@ -382,13 +383,14 @@ def test_without_orjson_installed(strict):
 def test_usage_out_of_range_is_flagged_not_sent(strict, upstream, oa_client):
     """A proxy reporting 2**70 prompt tokens: the event stays valid (the
     count is not sent, usage_known false names it as unknown) instead of
-    being rejected, or costed as 2**70 tokens."""
+    being rejected, or costed as 2**70 tokens. 2**40, the collector's
+    bound, goes as it is; one more does not."""
     upstream.usage_chat = {
         "prompt_tokens": 2**70,
-        "completion_tokens": 7,
+        "completion_tokens": 2**40,
         "total_tokens": 2**70 + 7,
         "prompt_tokens_details": {"cached_tokens": 3, "audio_tokens": 2**60},
-        "completion_tokens_details": {"reasoning_tokens": 2},
+        "completion_tokens_details": {"reasoning_tokens": 2**40 + 1},
     }
     assert llmobserve.observe(strict.url, api_key="k", flush_interval=0.05)
     with section("s"):
@@ -398,12 +400,28 @@ def test_usage_out_of_range_is_flagged_not_sent(strict, upstream, oa_client):
     assert call["usage_known"] is False
     assert (call["input_tokens"], call["output_tokens"], call["cached_input_tokens"], call["reasoning_tokens"]) == (
         0,
-        7,
+        2**40,
         3,
-        2,
+        0,
     )
     assert "usage_details" not in call
-    assert call["attributes"]["usage_out_of_range"] == ["input_tokens", "usage_details.input_audio_tokens"]
+    assert call["attributes"]["usage_out_of_range"] == [
+        "input_tokens",
+        "reasoning_tokens",
+        "usage_details.input_audio_tokens",
+    ]
+
+
+def test_a_section_open_for_months_is_sent_within_the_latency_bound(strict):
+    """A section closed after 200 days (as the context reports it to the
+    exporter): sent with the collector's maximum latency, not rejected."""
+    assert llmobserve.observe(strict.url, api_key="k", flush_interval=0.05)
+    with section("daemon") as s:
+        frame = s._frame
+    _state.emit_section(frame, time.time() - 200 * 86400, 200 * 86400.0, None)
+    assert llmobserve.flush(5) is True
+    assert sorted(e["latency_ms"] for e in strict.events)[-1] == 1e10
+    assert len(strict.events) == 2
 
 
 # ===================================================== 3. said once, on stderr
