@@ -152,6 +152,8 @@ def observe(
     """
     global _atexit_registered, _exit_timeout, _said_no_key
     try:
+        if _env_true("LLMOBSERVE_DISABLED"):
+            return False  # off: not even ./.env is read
         environ = _settings()
         if _env_true("LLMOBSERVE_DISABLED", environ):
             return False
