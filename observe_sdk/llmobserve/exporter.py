@@ -464,6 +464,9 @@ class Exporter:
                 return a and b and not lost
             retryable = status == 0 or status in _RETRYABLE or status >= 500
             if not retryable:
+                # it answers again, if only to refuse: the outage is over, and
+                # what it refuses (said below) is the news, not that it is back
+                self._outage = self._outage_said = False
                 self.dropped_failed += n
                 self._rejected_batch(status, n)
                 return False

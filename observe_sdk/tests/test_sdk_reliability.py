@@ -517,6 +517,24 @@ def test_unreachable_said_once_then_recovered_once():
     ]
 
 
+def test_back_but_refusing_the_key_says_the_refusal_only(down, caplog):
+    """Down at start, then up but refusing the key: the outage line, then the
+    key line; no "reachable again" that would read as if all were well."""
+    down.script = [401] * 10
+    assert llmobserve.observe(down.url, api_key="lo_old", flush_interval=0.05, backoff_base=0.05, backoff_max=0.1)
+    with caplog.at_level(logging.WARNING, logger="llmobserve"):
+        _record(["a"])
+        assert wait_for(lambda: len(caplog.records) == 1, 3)
+        down.start()
+        assert llmobserve.flush(5) is False
+    assert [r.getMessage() for r in caplog.records] == [
+        f"llmobserve: cannot reach the collector at {down.url}/events (ConnectionRefusedError); "
+        "events are kept in memory (up to 20000) and retried",
+        f"llmobserve: the collector at {down.url}/events rejected the API key (HTTP 401): "
+        "events are dropped until LLMOBSERVE_API_KEY (or observe(api_key=...)) holds a key it accepts",
+    ]
+
+
 def test_notices_go_to_logging_when_it_is_configured(collector, caplog):
     """With logging configured (pytest's handlers here) the same notice is a
     WARNING record of the ``llmobserve`` logger, once."""
