@@ -247,6 +247,14 @@ def run_list_page(request: HttpRequest) -> HttpResponse:
     return _page(request, "dashboard/runs.html", context, partials=("run-table",), default_partial="run-table")
 
 
+# The run page draws at most this many calls and sections of a run (GET
+# /runs/{run_id} gives up to events.selectors.TREE_MAX_CALLS): each costs a
+# template row, and ten thousand of them take seconds to render.  The calls
+# past it are summed in the tree's last row.
+RUN_PAGE_MAX_CALLS = 2_000
+RUN_PAGE_MAX_SECTIONS = 2_000
+
+
 def _tree_rows(tree: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The tree as the rows the page draws in one loop, without recursing:
     a section "open"s, its children follow, then it "close"s; a call is a
@@ -279,7 +287,7 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     if choice.current is None or run.project_id != choice.current.id:
         choice = ProjectChoice(current=run.project, projects=choice.projects)
     context = _base_context(request, choice, "runs")
-    detail = run_tree_detail(run, failed=True)
+    detail = run_tree_detail(run, failed=True, max_calls=RUN_PAGE_MAX_CALLS, max_sections=RUN_PAGE_MAX_SECTIONS)
     tree = detail["tree"]
     tree_rows = _tree_rows(tree)
     calls = [row["node"] for row in tree_rows if row["kind"] == "call"]

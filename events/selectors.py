@@ -199,7 +199,9 @@ def run_tree(*, project_id: int, run_id: str) -> list[dict[str, Any]]:
     return run_tree_detail(run)["tree"] if run is not None else []
 
 
-def run_tree_detail(run: Run, *, failed: bool = False) -> dict[str, Any]:
+def run_tree_detail(
+    run: Run, *, failed: bool = False, max_calls: int | None = None, max_sections: int | None = None
+) -> dict[str, Any]:
     """The run's section tree with costs rolled up from the calls (SPEC §4).
 
     Sections are nodes keyed by span_id; calls are leaves under their parent
@@ -211,13 +213,21 @@ def run_tree_detail(run: Run, *, failed: bool = False) -> dict[str, Any]:
     "omitted_sections"}`.  Linear in the events read, which the TREE_MAX_*
     bounds above cap; no step recurses, so any depth is served.  With
     `failed`, each node also carries `failed`: the failed calls at or below it
-    (the dashboard marks sections with it).
+    (the dashboard marks sections with it).  `max_calls` and `max_sections`
+    lower the caps (never above TREE_MAX_CALLS and TREE_MAX_SECTIONS).
     """
-    max_calls, max_sections = TREE_MAX_CALLS, TREE_MAX_SECTIONS
+    max_calls = min(max_calls, TREE_MAX_CALLS) if max_calls is not None else TREE_MAX_CALLS
+    max_sections = min(max_sections, TREE_MAX_SECTIONS) if max_sections is not None else TREE_MAX_SECTIONS
     events = Event.objects.filter(project_id=run.project_id, run_id=run.run_id)
-    # Ordered by id in SQL and by time here: an ORDER BY started_at leads
-    # SQLite's planner onto the (project, started_at) index, which walks the
-    # whole project (1 s at 1M events) instead of the run's few rows.
+    # The first calls and sections stored (by id), sorted by time here.  An
+    # ORDER BY started_at leads SQLite's planner onto the (project,
+    # started_at) index, which walks the whole project (1 s at 1M events)
+    # instead of the run's rows.  The LIMITs bound what is loaded; SQLite's
+    # (project, run_id) index keeps the rowid order, so its walk stops there,
+    # while PostgreSQL orders the run's ids first (or walks the primary key):
+    # ~0.5 s per million events of one run, memory bounded either way.
+    # Without the ORDER BY, PostgreSQL's synchronised sequential scans would
+    # pick a different 10,000 calls from one request to the next.
     calls = list(events.exclude(span_type="section").order_by("id").values("id", *TREE_FIELDS)[: max_calls + 1])
     sections = list(events.filter(span_type="section").order_by("id").values("id", *TREE_FIELDS)[: max_sections + 1])
     calls_cut, sections_cut = len(calls) > max_calls, len(sections) > max_sections
@@ -428,24 +438,29 @@ def _sort(roots: list[dict[str, Any]], order: list[dict[str, Any]]) -> None:
             node["children"].sort(key=_start_key)
 
 
+_PRIVATE = ("_parent", "_section", "_start", "_failed", "_stand_in", "_parent_path")
+
+
 def _public(roots: list[dict[str, Any]], *, failed: bool = False) -> list[dict[str, Any]]:
-    """The nodes without their private keys, sections nested at most
-    TREE_MAX_DEPTH deep (deeper ones beside their ancestor at that depth,
-    marked folded), built with an explicit stack."""
+    """The nodes made public in place (private keys dropped), sections nested
+    at most TREE_MAX_DEPTH deep (deeper ones beside their ancestor at that
+    depth, marked folded), with an explicit stack."""
     out_roots: list[dict[str, Any]] = []
-    # (node, the list its copy goes in, the list beside it at the depth above, its depth)
+    # (node, the list it goes in, the list its parent is in, its depth)
     stack: list[tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], int]] = [
         (node, out_roots, out_roots, 1) for node in reversed(roots)
     ]
     while stack:
         node, into, beside, depth = stack.pop()
-        out = {k: v for k, v in node.items() if not k.startswith("_")}
-        out["children"] = []
+        children = node["children"]
+        node["children"] = []
         if failed:
-            out["failed"] = node["_failed"]
+            node["failed"] = node["_failed"]
+        for key in _PRIVATE:
+            node.pop(key, None)
         if depth > TREE_MAX_DEPTH and node["span_type"] == "section":
-            out["folded"] = True
+            node["folded"] = True
             into, depth = beside, TREE_MAX_DEPTH
-        into.append(out)
-        stack.extend((child, out["children"], into, depth + 1) for child in reversed(node["children"]))
+        into.append(node)
+        stack.extend((child, node["children"], into, depth + 1) for child in reversed(children))
     return out_roots

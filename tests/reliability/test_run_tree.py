@@ -23,6 +23,7 @@ from django.test.utils import CaptureQueriesContext
 
 from events.models import Run
 from events.selectors import TREE_MAX_CALLS, TREE_MAX_DEPTH
+from tests.browser.conftest import browser, login, page  # noqa: F401  (Playwright fixtures)
 from tests.conftest import Api, make_event
 
 pytestmark = pytest.mark.django_db
@@ -231,9 +232,9 @@ def test_deeply_nested_sections_are_served_and_rendered(api: Api, owner, depth):
 
     client = Client()
     client.force_login(owner)
-    page = client.get(f"/dashboard/runs/{run_id}/")
-    assert page.status_code == 200
-    html = page.content.decode()
+    response = client.get(f"/dashboard/runs/{run_id}/")
+    assert response.status_code == 200
+    html = response.content.decode()
     assert f'data-name="s{depth - 1}"' in html
     assert html.count('class="node call') == 1
     # The page's <details> nest no deeper than the tree does (Chromium flattens
@@ -302,28 +303,52 @@ def test_sections_that_are_each_others_parents_are_served(api: Api, owner):
 
     client = Client()
     client.force_login(owner)
-    page = client.get("/dashboard/runs/loop/")
-    assert page.status_code == 200
-    assert page.content.decode().count('class="node call') == 2
+    response = client.get("/dashboard/runs/loop/")
+    assert response.status_code == 200
+    assert response.content.decode().count('class="node call') == 2
 
 
-def test_run_page_shows_the_cap_and_the_omitted_calls(api: Api, owner, settings):
-    settings.DEBUG = False
+def test_run_page_shows_the_cap_and_the_omitted_calls(api: Api, owner, monkeypatch):
+    import dashboard.views
     import events.selectors
 
     n = 30
     post_all(api, orphan_calls("capped", n))
+    monkeypatch.setattr(events.selectors, "TREE_MAX_CALLS", 20)
+    monkeypatch.setattr(dashboard.views, "RUN_PAGE_MAX_CALLS", 10)
+    body = api.get("/runs/capped").json()
+    assert body["truncated"] is True and body["tree_calls"] == 20 and body["omitted_calls"] == 10
     client = Client()
     client.force_login(owner)
-    original = events.selectors.TREE_MAX_CALLS
-    events.selectors.TREE_MAX_CALLS = 10
-    try:
-        html = client.get("/dashboard/runs/capped/").content.decode()
-        body = api.get("/runs/capped").json()
-    finally:
-        events.selectors.TREE_MAX_CALLS = original
-    assert body["truncated"] is True and body["tree_calls"] == 10 and body["omitted_calls"] == 20
+    html = client.get("/dashboard/runs/capped/").content.decode()
     assert html.count('class="node call') == 10
     assert 'class="node omitted"' in html
-    assert "20 more calls" in html
-    assert 'id="tree-truncated"' in html
+    assert "20 more calls not shown" in html
+    assert 'id="tree-truncated"' in html and "the first 10 of its 30 calls" in html
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_600_deep_tree_in_chromium_folds_and_unfolds(page, api_key, owner):  # noqa: F811
+    post_all(Api(api_key), section_chain("deep-browser", 600))
+    login(page, "olivia", "pw-olivia-123", next_path="/dashboard/runs/deep-browser/")
+    page.goto("/dashboard/runs/deep-browser/")
+    deepest = page.locator("li.section[data-name='s599'] > details > summary")
+    assert deepest.is_visible()
+    assert page.locator("#run-tree li.call").count() == 1
+    # The browser nested the sections as sent, down to the folded ones.
+    depth = page.evaluate(
+        """() => {
+            let n = 0, el = document.querySelector("li.section[data-name='s599']");
+            while ((el = el.parentElement.closest('details')) !== null) n++;
+            return n;
+        }"""
+    )
+    assert depth == TREE_MAX_DEPTH - 1
+    # Fold the root: everything below it hides; unfold: it shows again.
+    page.locator("#run-tree > li.section > details > summary").click()
+    page.wait_for_function("!document.querySelector('#run-tree > li.section > details').open")
+    assert not deepest.is_visible()
+    page.locator("#run-tree > li.section > details > summary").click()
+    page.wait_for_function("document.querySelector('#run-tree > li.section > details').open")
+    assert deepest.is_visible()
