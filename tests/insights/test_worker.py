@@ -3,15 +3,23 @@
 The worker must see the test's database, so these tests commit their data
 (transaction=True) and hand the test database to the worker through
 DATABASE_URL: the file-based SQLite test database, or PostgreSQL's test_*.
+
+Redis may be anyone's (whatever listens on localhost): the test touches only
+keys it creates.  Every key the worker and the test's client write carries a
+prefix unique to the test (kombu's `global_keyprefix`), and afterwards exactly
+the keys with that prefix are deleted; nothing is flushed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -40,11 +48,49 @@ def database_url() -> str:
     return f"sqlite:///{s['NAME']}"
 
 
-def start_worker(env_overrides: dict[str, str], *extra: str) -> subprocess.Popen:
+# `celery ARGS` for the project's app, every Redis key under the prefix in argv[1].
+WITH_KEY_PREFIX = (
+    "import sys\n"
+    "from llmobserve_site.celery import app\n"
+    "app.conf.broker_transport_options = {'global_keyprefix': sys.argv[1]}\n"
+    "sys.exit(app.start(sys.argv[2:]))\n"
+)
+
+
+def celery_command(*args: str, key_prefix: str | None = None) -> list[str]:
+    """The command line for `celery -A llmobserve_site ARGS`, under a Redis key prefix when given."""
+    if key_prefix is None:
+        return [sys.executable, "-m", "celery", "-A", "llmobserve_site", *args]
+    return [sys.executable, "-c", WITH_KEY_PREFIX, key_prefix, *args]
+
+
+@contextlib.contextmanager
+def redis_keys_of_our_own(url: str) -> Iterator[str]:
+    """A key prefix no one else uses; on exit, the keys under it (and only those) are deleted,
+    and a key of someone else's, set beforehand, is checked to be untouched."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    prefix = f"llmobserve-test-{uuid.uuid4().hex}:"
+    neighbour = f"llmobserve-test-neighbour-{uuid.uuid4().hex}"
+    client.set(neighbour, b"not yours", ex=600)
+    try:
+        yield prefix
+    finally:
+        ours = list(client.scan_iter(match=prefix + "*", count=1000))
+        if ours:
+            client.delete(*ours)
+        untouched = client.get(neighbour) == b"not yours"
+        client.delete(neighbour)
+        client.close()
+    assert untouched, "the test changed a Redis key it did not create"
+
+
+def start_worker(env_overrides: dict[str, str], *extra: str, key_prefix: str | None = None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in {"CELERY_BROKER_URL", "DATABASE_URL"}}
     env.update({"DJANGO_SETTINGS_MODULE": "llmobserve_site.settings", "DATABASE_URL": database_url()})
     env.update(env_overrides)
-    cmd = [sys.executable, "-m", "celery", "-A", "llmobserve_site", "worker", "--pool=solo", "--loglevel=INFO", *extra]
+    cmd = celery_command("worker", "--pool=solo", "--loglevel=INFO", *extra, key_prefix=key_prefix)
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -86,18 +132,18 @@ def redis_or_skip() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_worker_with_redis_computes_insights(project):
     redis_or_skip()
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()  # a database of its own (/15): nothing else lives there
     all_four(History(project.id))
-    client = Celery("llmobserve_site", broker=REDIS_URL)
-    client.send_task("insights.compute_insights_all", args=[AT.isoformat()])
+    with redis_keys_of_our_own(REDIS_URL) as prefix:
+        client = Celery("llmobserve_site", broker=REDIS_URL)
+        client.conf.broker_transport_options = {"global_keyprefix": prefix}
+        client.send_task("insights.compute_insights_all", args=[AT.isoformat()])
 
-    worker = start_worker({"CELERY_BROKER_URL": REDIS_URL})
-    try:
-        done = wait_for(lambda: Insight.objects.filter(project=project).count() >= 4, worker)
-    finally:
-        log = stop(worker)
+        worker = start_worker({"CELERY_BROKER_URL": REDIS_URL}, key_prefix=prefix)
+        try:
+            done = wait_for(lambda: Insight.objects.filter(project=project).count() >= 4, worker)
+        finally:
+            log = stop(worker)
+            client.close()
     assert done, f"no insights from the worker; its log:\n{log[-4000:]}"
     assert keys(Insight.objects.all()) == EXPECTED
     assert InsightComputation.objects.get().window_end == AT
