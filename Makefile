@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
-PORT ?= 8000
+# Empty: the port of COLLECTOR_URL in .env (the first `make run` wrote it), else 8000.
+PORT ?=
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
 .PHONY: install run serve migrate seed test test-postgres test-sdk-openai1 lint bench bench-sdk
@@ -21,8 +22,10 @@ install: $(VENV)/.installed
 migrate: install
 	$(PY) manage.py migrate --noinput
 
+# More scripts/run.py options, e.g. make run RUN_ARGS=--no-worker
+RUN_ARGS ?=
 run: migrate
-	$(PY) scripts/run.py --host $(HOST) --port $(PORT)
+	$(PY) scripts/run.py --host $(HOST) $(if $(PORT),--port $(PORT)) $(RUN_ARGS)
 
 # e.g. make seed SEED_ARGS="--days 2 --runs-per-day 5"
 SEED_ARGS ?=
