@@ -29,8 +29,10 @@ kind of SPEC §7 (thresholds and minimums: insights/detectors.py):
 History: the SDK stamps `started_at` with the current time, so runs of past
 days carry a private run attribute with their offset, and the SDK's public
 `before_send` hook moves `started_at` back by it (and drops the attribute)
-on the exporter thread, before the batch is posted.  Everything else (ids, tokens, sections,
-streaming, errors) comes from the real SDK path; today's runs are untouched.
+on the exporter thread, before the batch is posted.  Today's runs are spread the same way
+from midnight (UTC, the dashboard's day) up to now, as a day of real traffic would be, not
+stamped all in the minute the seed runs.  Everything else (ids, tokens, sections, streaming,
+errors) comes from the real SDK path.
 
 Real services: OPENAI_API_KEY alone, or with PINECONE_API_KEY and PINECONE_INDEX
 (an index of 1536 dimensions, for text-embedding-3-small); --yes confirms.
@@ -650,6 +652,8 @@ def drive(args: argparse.Namespace, result: SeedResult) -> None:
     loop = asyncio.new_event_loop()
     clients = build_clients(loop)
     rng = random.Random(args.random_seed)
+    # Today's times from a generator of their own: the scenario's draws stay as they were.
+    clock = random.Random(args.random_seed)
     bot = SupportBot(clients, loop, rng)
     progress = Progress(total_runs(args))
     try:
@@ -660,6 +664,9 @@ def drive(args: argparse.Namespace, result: SeedResult) -> None:
                 if offset:
                     # Spread the day's runs between 30 min and 23 h before this moment, `offset` days ago.
                     attrs[SHIFT_ATTR] = offset * 86400 + rng.uniform(1800, 82800)
+                else:
+                    # Today's between midnight (UTC) and now.
+                    attrs[SHIFT_ATTR] = clock.uniform(0, seconds_since_midnight())
                 ticket = f"Ticket #{rng.randint(1000, 9999)}: problem with {rng.choice(TOPICS)}"
                 with run(**attrs) as current:
                     result.run_ids.add(current.run_id)
@@ -672,6 +679,12 @@ def drive(args: argparse.Namespace, result: SeedResult) -> None:
     finally:
         clients.close()
         loop.close()
+
+
+def seconds_since_midnight() -> float:
+    """How far into today (UTC, the dashboard's day) this moment is."""
+    now = dt.datetime.now(dt.UTC)
+    return (now - now.replace(hour=0, minute=0, second=0, microsecond=0)).total_seconds()
 
 
 def compute_insights(api_key: str) -> bool:
