@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
+
+from llmobserve_site.unavailable import unavailable_response
 
 
 def broker_status() -> str:
@@ -20,12 +22,11 @@ def broker_status() -> str:
 
 
 @require_GET
-def health(request: HttpRequest) -> JsonResponse:
+def health(request: HttpRequest) -> HttpResponse:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-        db = "ok"
     except DatabaseError:
-        db = "unavailable"
-    body = {"status": "ok" if db == "ok" else "degraded", "db": db, "broker": broker_status()}
-    return JsonResponse(body, status=200 if db == "ok" else 503)
+        # 503 with Retry-After and an "error", as every API path answers without its database.
+        return unavailable_response(request, status="degraded", db="unavailable", broker=broker_status())
+    return JsonResponse({"status": "ok", "db": "ok", "broker": broker_status()})
