@@ -313,7 +313,8 @@ def _insert_events_copy(rows: list[tuple[Any, ...]]) -> set[str]:
             f"SELECT {cols} FROM {table} WITH NO DATA"
         )
         cursor.execute("DELETE FROM event_stage")  # empty unless two batches share a transaction
-        with cursor.cursor.copy(f"COPY event_stage ({cols}) FROM STDIN") as copy:
+        # The raw psycopg cursor: wrapped so its errors are Django's (DataError, OperationalError...).
+        with connection.wrap_database_errors, cursor.cursor.copy(f"COPY event_stage ({cols}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
         cursor.execute(
@@ -338,22 +339,24 @@ def _insert_events_sqlite(rows: list[tuple[Any, ...]]) -> set[str]:
     project_id = rows[0][0]
     ids = [row[1] for row in rows]
     existing: set[str] = set()
-    for start in range(0, len(ids), 900):
-        part = ids[start : start + 900]
-        existing.update(
-            r[0]
-            for r in raw.execute(
-                f"SELECT event_id FROM {table} WHERE project_id = ? AND event_id IN ({', '.join('?' * len(part))})",
-                [project_id, *part],
+    # The raw sqlite3 connection: wrapped so its errors are Django's (OperationalError...).
+    with connection.wrap_database_errors:
+        for start in range(0, len(ids), 900):
+            part = ids[start : start + 900]
+            existing.update(
+                r[0]
+                for r in raw.execute(
+                    f"SELECT event_id FROM {table} WHERE project_id = ? AND event_id IN ({', '.join('?' * len(part))})",
+                    [project_id, *part],
+                )
             )
-        )
-    fresh = [row for row in rows if row[1] not in existing] if existing else rows
-    if fresh:
-        raw.executemany(
-            f"INSERT INTO {table} ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) "
-            "ON CONFLICT (project_id, event_id) DO NOTHING",
-            fresh,
-        )
+        fresh = [row for row in rows if row[1] not in existing] if existing else rows
+        if fresh:
+            raw.executemany(
+                f"INSERT INTO {table} ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) "
+                "ON CONFLICT (project_id, event_id) DO NOTHING",
+                fresh,
+            )
     return {row[1] for row in fresh}
 
 
@@ -450,6 +453,60 @@ def _section(
     entry[3] += cost
 
 
+# Column maxima (BigIntegerField, IntegerField): aggregate sums stop there
+# instead of overflowing, which PostgreSQL refuses (every later batch of the
+# run with it) and SQLite turns into a float (its SUM() then fails on read).
+BIG_MAX = 2**63 - 1
+INT_MAX = 2**31 - 1
+_INT_COLUMNS = {"calls", "events", "errors", "unpriced_calls", "usage_unknown_calls"}
+
+
+def _max_of(column: str) -> int:
+    return INT_MAX if column in _INT_COLUMNS else BIG_MAX
+
+
+def _plus(table: str, column: str) -> str:
+    """`column` plus the incoming value, saturating at the column's maximum."""
+    if column == "cost_usd":
+        return f"{column} = {table}.{column} + excluded.{column}"
+    top = _max_of(column)
+    return (
+        f"{column} = CASE WHEN {table}.{column} > {top} - excluded.{column} THEN {top} "
+        f"ELSE {table}.{column} + excluded.{column} END"
+    )
+
+
+def _clamped(row: list[Any], start: int, columns: tuple[str, ...]) -> list[Any]:
+    """row[start:] with each integer sum held to its column's maximum (a batch's
+    own sums stay far below; a rebuild of a huge run could reach it)."""
+    out = row[start : start + len(columns)]
+    for i, column in enumerate(columns):
+        if column != "cost_usd" and out[i] > _max_of(column):
+            out[i] = _max_of(column)
+    return out
+
+
+_RUN_SUMS = (
+    "calls",
+    "events",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "unpriced_calls",
+    "usage_unknown_calls",
+)
+_ROLLUP_SUMS = (
+    "calls",
+    "errors",
+    "unpriced_calls",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "usage_unknown_calls",
+)
+
+
 def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime) -> None:
     least, greatest, _, bool_or = _vendor_sql()
     adapt = connection.ops.adapt_datetimefield_value
@@ -461,7 +518,7 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime) -> None:
     with connection.cursor() as cursor:
         if agg.runs:
             values = [
-                (project_id, run_id, r[0], adapt(r[1]), adapt(r[2]), *r[3:11], now_db)
+                (project_id, run_id, r[0], adapt(r[1]), adapt(r[2]), *_clamped(r, 3, _RUN_SUMS), now_db)
                 for run_id, r in sorted(agg.runs.items())
             ]
             _upsert(
@@ -487,25 +544,13 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime) -> None:
                 f"service = COALESCE({run_t}.service, excluded.service), "
                 f"started_at = {least}({run_t}.started_at, excluded.started_at), "
                 f"ended_at = {greatest}({run_t}.ended_at, excluded.ended_at), "
-                + ", ".join(
-                    f"{c} = {run_t}.{c} + excluded.{c}"
-                    for c in (
-                        "calls",
-                        "events",
-                        "errors",
-                        "input_tokens",
-                        "output_tokens",
-                        "cost_usd",
-                        "unpriced_calls",
-                        "usage_unknown_calls",
-                    )
-                )
+                + ", ".join(_plus(run_t, c) for c in _RUN_SUMS)
                 + ", updated_at = excluded.updated_at",
                 values,
             )
         if agg.sections:
             values = [
-                (project_id, run_id, label, s[0], adapt(s[1]), s[2], s[3])
+                (project_id, run_id, label, s[0], adapt(s[1]), min(s[2], INT_MAX), s[3])
                 for (run_id, label), s in sorted(agg.sections.items())
             ]
             _upsert(
@@ -515,13 +560,13 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime) -> None:
                 ("project_id", "run_id", "section"),
                 f"is_root = {bool_or.format(t=sec_t)}, "
                 f"started_at = {least}({sec_t}.started_at, excluded.started_at), "
-                f"calls = {sec_t}.calls + excluded.calls, cost_usd = {sec_t}.cost_usd + excluded.cost_usd",
+                f"{_plus(sec_t, 'calls')}, {_plus(sec_t, 'cost_usd')}",
                 values,
             )
         if agg.rollups:
             adapt_date = connection.ops.adapt_datefield_value
             values = [
-                (project_id, adapt_date(day), section, provider, model, *r)
+                (project_id, adapt_date(day), section, provider, model, *_clamped(r, 0, _ROLLUP_SUMS))
                 for (day, section, provider, model), r in sorted(agg.rollups.items())
             ]
             _upsert(
@@ -542,18 +587,7 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime) -> None:
                     "usage_unknown_calls",
                 ),
                 ("project_id", "day", "section", "provider", "model"),
-                ", ".join(
-                    f"{c} = {roll_t}.{c} + excluded.{c}"
-                    for c in (
-                        "calls",
-                        "errors",
-                        "unpriced_calls",
-                        "input_tokens",
-                        "output_tokens",
-                        "cost_usd",
-                        "usage_unknown_calls",
-                    )
-                ),
+                ", ".join(_plus(roll_t, c) for c in _ROLLUP_SUMS),
                 values,
             )
 
