@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET
 from dashboard import selectors
 from dashboard.charts import stacked_daily
 from dashboard.formatting import change, duration, tokens, usd
+from events.api import FIRST_YEAR, LAST_YEAR, amount_parse, cursor_valid
 from events.models import Run
 from events.selectors import TREE_MAX_DEPTH, BadCursor, RunFilters, run_list, run_root_sections, run_tree_detail
 from pricing.selectors import price_list_current
@@ -159,12 +160,15 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 
 def _date(value: str | None) -> dt.date | None:
+    """A date the filters can use: the calendar both databases store, with
+    room for the "to" date's next midnight (so at most 9998-12-31)."""
     if not value:
         return None
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError:
         return None
+    return day if FIRST_YEAR <= day.year <= LAST_YEAR else None
 
 
 def _run_filters(params: Any) -> tuple[RunFilters, dict[str, str], list[str]]:
@@ -177,12 +181,11 @@ def _run_filters(params: Any) -> tuple[RunFilters, dict[str, str], list[str]]:
     until = _date(raw["until"])
     for name, value, parsed in (("From", raw["since"], since), ("To", raw["until"], until)):
         if value and parsed is None:
-            errors.append(f"{name} is a date like 2026-11-26.")
+            errors.append(f"{name} is a date like 2026-11-26, from 0001-01-01 to 9998-12-31.")
     min_cost = None
     if raw["min_cost"]:
-        try:
-            min_cost = float(raw["min_cost"])
-        except ValueError:
+        min_cost = amount_parse(raw["min_cost"])
+        if min_cost is None:
             errors.append("Min cost is a number of dollars, like 0.05.")
     filters = RunFilters(
         section=raw["section"] or None,
@@ -222,6 +225,8 @@ def run_list_page(request: HttpRequest) -> HttpResponse:
     filters, raw, errors = _run_filters(request.GET)
     cursor = request.GET.get("cursor") or None
     try:
+        if cursor is not None and not cursor_valid(cursor):
+            raise BadCursor(cursor)
         runs, next_cursor = run_list(project_id=project.id, filters=filters, limit=RUNS_PER_PAGE, cursor=cursor)
     except BadCursor:
         errors.append("That page link has expired; showing the newest runs.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
@@ -13,18 +14,67 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from events.selectors import BadCursor, RunFilters, run_get, run_list, run_root_sections, run_summary, run_tree_detail
+from events.selectors import (
+    BadCursor,
+    RunFilters,
+    cursor_decode,
+    run_get,
+    run_list,
+    run_root_sections,
+    run_summary,
+    run_tree_detail,
+)
 from projects.access import request_project_id
+
+# What both databases store and Python's datetime can shift by a day or an offset.
+FIRST_YEAR, LAST_YEAR = 1, 9998
+MOMENT_HELP = (
+    "an ISO 8601 date or date-time (UTC unless it has an offset) from 0001-01-01 to 9998-12-31, "
+    "e.g. 2026-11-26 or 2026-11-26T09:00:00Z"
+)
+
+
+def moment_parse(value: str) -> dt.datetime | None:
+    """`value` as an aware UTC datetime inside the calendar, or None: a bad
+    calendar date, an offset past ±23:59 or an instant outside 0001-9998
+    (in UTC) is not one."""
+    try:
+        moment = parse_datetime(value)
+        if moment is None:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        moment = moment.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        return None
+    return moment if FIRST_YEAR <= moment.year <= LAST_YEAR else None
+
+
+def cursor_valid(cursor: str) -> bool:
+    """A cursor this API could have returned: its time inside the calendar and its id a 64-bit row id."""
+    try:
+        when, ident = cursor_decode(cursor)
+        when = when.astimezone(dt.UTC)
+    except (BadCursor, OverflowError):
+        return False
+    return 0 < ident < 2**63 and FIRST_YEAR <= when.year <= LAST_YEAR
+
+
+def amount_parse(value: str) -> float | None:
+    """A finite amount of dollars, at least 0, or None."""
+    try:
+        amount = float(value)
+    except ValueError:
+        return None
+    return amount if math.isfinite(amount) and amount >= 0 else None
 
 
 def _moment(value: str | None, name: str) -> dt.datetime | None:
     if not value:
         return None
-    moment = parse_datetime(value)
+    moment = moment_parse(value)
     if moment is None:
-        raise ValidationError({name: ["an ISO 8601 date-time"]})
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
+        raise ValidationError({name: [MOMENT_HELP]})
     return moment
 
 
@@ -64,10 +114,12 @@ class RunsLatestView(APIView):
             raise ValidationError({"status": ["ok or error"]})
         min_cost = None
         if params.get("min_cost"):
-            try:
-                min_cost = float(params["min_cost"])
-            except ValueError:
-                raise ValidationError({"min_cost": ["a number"]}) from None
+            min_cost = amount_parse(params["min_cost"])
+            if min_cost is None:
+                raise ValidationError({"min_cost": ["a number of dollars, 0 or more"]})
+        cursor = params.get("cursor") or None
+        if cursor is not None and not cursor_valid(cursor):
+            raise ValidationError({"cursor": ["cursor is not one this API returned"]})
         filters = RunFilters(
             section=params.get("section") or None,
             service=params.get("service") or None,
@@ -77,9 +129,7 @@ class RunsLatestView(APIView):
             min_cost=min_cost,
         )
         try:
-            runs, next_cursor = run_list(
-                project_id=project_id, filters=filters, limit=limit, cursor=params.get("cursor") or None
-            )
+            runs, next_cursor = run_list(project_id=project_id, filters=filters, limit=limit, cursor=cursor)
         except BadCursor as exc:
             raise ValidationError({"cursor": [str(exc)]}) from None
         roots = run_root_sections(project_id=project_id, run_ids=[r.run_id for r in runs])
