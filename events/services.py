@@ -476,13 +476,15 @@ def _plus(table: str, column: str) -> str:
     )
 
 
-def _clamped(row: list[Any], start: int, columns: tuple[str, ...]) -> list[Any]:
-    """row[start:] with each integer sum held to its column's maximum (a batch's
-    own sums stay far below; a rebuild of a huge run could reach it)."""
+def _clamped(row: list[Any], start: int, columns: tuple[str, ...], clamp: bool) -> list[Any]:
+    """row[start:] with each integer sum held to its column's maximum.  A batch's
+    own sums stay far below it (1000 events of at most 2**40 tokens); a rebuild
+    from the events of a huge run could reach it."""
     out = row[start : start + len(columns)]
-    for i, column in enumerate(columns):
-        if column != "cost_usd" and out[i] > _max_of(column):
-            out[i] = _max_of(column)
+    if clamp:
+        for i, column in enumerate(columns):
+            if column != "cost_usd" and out[i] > _max_of(column):
+                out[i] = _max_of(column)
     return out
 
 
@@ -507,7 +509,7 @@ _ROLLUP_SUMS = (
 )
 
 
-def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime) -> None:
+def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime, *, clamp: bool = False) -> None:
     least, greatest, _, bool_or = _vendor_sql()
     adapt = connection.ops.adapt_datetimefield_value
     now_db = adapt(now)
@@ -518,7 +520,7 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime) -> None:
     with connection.cursor() as cursor:
         if agg.runs:
             values = [
-                (project_id, run_id, r[0], adapt(r[1]), adapt(r[2]), *_clamped(r, 3, _RUN_SUMS), now_db)
+                (project_id, run_id, r[0], adapt(r[1]), adapt(r[2]), *_clamped(r, 3, _RUN_SUMS, clamp), now_db)
                 for run_id, r in sorted(agg.runs.items())
             ]
             _upsert(
@@ -550,7 +552,7 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime) -> None:
             )
         if agg.sections:
             values = [
-                (project_id, run_id, label, s[0], adapt(s[1]), min(s[2], INT_MAX), s[3])
+                (project_id, run_id, label, s[0], adapt(s[1]), min(s[2], INT_MAX) if clamp else s[2], s[3])
                 for (run_id, label), s in sorted(agg.sections.items())
             ]
             _upsert(
@@ -566,7 +568,7 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime) -> None:
         if agg.rollups:
             adapt_date = connection.ops.adapt_datefield_value
             values = [
-                (project_id, adapt_date(day), section, provider, model, *_clamped(r, 0, _ROLLUP_SUMS))
+                (project_id, adapt_date(day), section, provider, model, *_clamped(r, 0, _ROLLUP_SUMS, clamp))
                 for (day, section, provider, model), r in sorted(agg.rollups.items())
             ]
             _upsert(
@@ -738,7 +740,7 @@ def aggregates_rebuild(*, runs: Iterable[tuple[int, str]] = (), days: Iterable[t
             for row in _event_rows(Event.objects.filter(project_id=project_id, run_id__in=part)):
                 _add(agg, *row)
             agg.rollups.clear()
-            _upsert_aggregates(project_id, agg, now)
+            _upsert_aggregates(project_id, agg, now, clamp=True)
     for project_id, day_set in by_project_days.items():
         for day in sorted(day_set):
             DailyRollup.objects.filter(project_id=project_id, day=day).delete()
@@ -751,4 +753,4 @@ def aggregates_rebuild(*, runs: Iterable[tuple[int, str]] = (), days: Iterable[t
                 _add(agg, *row)
             agg.runs.clear()
             agg.sections.clear()
-            _upsert_aggregates(project_id, agg, now)
+            _upsert_aggregates(project_id, agg, now, clamp=True)

@@ -215,6 +215,20 @@ def test_aggregate_upserts_saturate_instead_of_failing(api: Api, owner, project)
     assert api.get("/runs/run-full").status_code == 200
 
 
+def test_rebuilding_aggregates_of_rows_past_the_bounds_saturates(api: Api, project):
+    """A rebuild (reprice) sums stored events in Python: rows written before
+    the bounds (tokens up to 2**53 each) can add up past 64 bits."""
+    from events.services import aggregates_rebuild
+
+    assert api.post_events([make_event(event_id=f"old-{i}", run_id="run-old") for i in range(2)]).status_code == 200
+    Event.objects.filter(run_id="run-old").update(input_tokens=2**62 + 2**61)
+    day = Event.objects.filter(run_id="run-old").first().started_at.date()  # type: ignore[union-attr]
+    aggregates_rebuild(runs=[(project.id, "run-old")], days=[(project.id, day)])
+    assert Run.objects.get(run_id="run-old").input_tokens == INT64_MAX
+    assert DailyRollup.objects.get(project=project).input_tokens == INT64_MAX
+    assert api.get("/runs/run-old").status_code == 200
+
+
 def test_section_path_depth_limit(api: Api):
     ok = make_event(event_id="deep-ok", section="s", section_path="/".join(["s"] * MAX_SECTION_DEPTH))
     bad = make_event(event_id="too-deep", section="s", section_path="/".join(["s"] * (MAX_SECTION_DEPTH + 1)))
