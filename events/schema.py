@@ -263,7 +263,7 @@ def _scan(body: bytes, max_events: int) -> list[memoryview]:
     pos = _skip(body, 0)
     first = body[pos : pos + 1]
     if first == b"{":
-        pos = _events_value(body, pos)
+        pos = _events_value(body, pos, view)
     elif first != b"[":
         raise BodyError('body is not valid JSON: expected {"events": [...]} or a list of events')
     items: list[memoryview] = []
@@ -271,7 +271,7 @@ def _scan(body: bytes, max_events: int) -> list[memoryview]:
     if body[pos : pos + 1] == b"]":
         return items
     while True:
-        end = _value_end(body, pos)
+        end = _end_of(body, view, pos, b",]")
         items.append(view[pos:end])
         if len(items) > max_events:
             raise TooManyEvents(max_events)
@@ -284,7 +284,7 @@ def _scan(body: bytes, max_events: int) -> list[memoryview]:
         pos = _skip(body, pos + 1)
 
 
-def _events_value(body: bytes, pos: int) -> int:
+def _events_value(body: bytes, pos: int, view: memoryview) -> int:
     """Where the value of the envelope's "events" key starts (a `[`)."""
     pos = _skip(body, pos + 1)
     while True:
@@ -299,10 +299,31 @@ def _events_value(body: bytes, pos: int) -> int:
             if body[pos : pos + 1] != b"[":
                 raise BodyError('"events" must be a list of event objects')
             return pos
-        pos = _skip(body, _value_end(body, pos))
+        pos = _skip(body, _end_of(body, view, pos, b",}"))
         if body[pos : pos + 1] != b",":
             raise BodyError('body must be {"events": [...]} or a list of events')
         pos = _skip(body, pos + 1)
+
+
+_raw_decoder = msgspec.json.Decoder(msgspec.Raw)
+_TRAILING = re.compile(r"trailing characters \(byte (\d+)\)")
+
+
+def _end_of(body: bytes, view: memoryview, pos: int, followers: bytes) -> int:
+    """Where the value at `pos` ends: msgspec skips it in C (its error for
+    what follows names the byte after it), the scanner below when it cannot
+    (a value nested past the recursion limit, a bad escape)."""
+    try:
+        _raw_decoder.decode(view[pos:])
+    except msgspec.DecodeError as exc:
+        trailing = _TRAILING.search(str(exc))
+        if trailing:
+            end = pos + int(trailing.group(1)) - 1  # msgspec counts the first trailing byte from 1
+            if 0 <= end < len(body) and body[end] in followers:
+                return end
+    except (RecursionError, UnicodeDecodeError):
+        pass
+    return _value_end(body, pos)
 
 
 def _value_end(body: bytes, pos: int) -> int:

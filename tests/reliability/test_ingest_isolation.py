@@ -412,3 +412,23 @@ def test_fuzzed_nasty_shapes_never_500_and_keep_every_intact_event(api: Api, bat
             assert json.loads(encoded)["event_id"] in stored
     # Whatever was stored reads back.
     assert api.get("/runs/latest", limit=200).status_code == 200
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(json_values, max_size=8), st.sampled_from(["", " ", "\n\t "]), st.booleans())
+def test_the_scanner_splits_a_body_as_a_json_parser_does(items, space, envelope):
+    """The fallback splitter (strings and brackets only, no recursion) finds
+    the same events as a JSON parser, whatever they hold."""
+    from events.schema import _scan
+
+    text = json.dumps(items, indent=1 if space else None).replace("\n", space or "\n")
+    body = (f'{{"x": {json.dumps(items[:1])},{space}"events":{space}{text}}}' if envelope else text).encode()
+    spans = _scan(body, 1000)
+    assert [json.loads(bytes(span)) for span in spans] == items
