@@ -36,8 +36,10 @@ test: install
 	$(PY) -m pytest -q
 
 # The same suite against the real PostgreSQL (CI runs it after `make test`).
+# PostgreSQL means production settings, which need a SECRET_KEY: one made up per run.
 test-postgres: install
-	DATABASE_URL=$(PG_URL) $(PY) -m pytest -q
+	DATABASE_URL=$(PG_URL) SECRET_KEY="$${SECRET_KEY:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')}" \
+		$(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check .
