@@ -36,10 +36,16 @@ class LoginThrottleBackend(AxesStandaloneBackend):
 def client_ip(request: HttpRequest) -> str | None:
     """The address the lockout counts by.
 
-    REMOTE_ADDR, unless the server sits behind a proxy (BEHIND_HTTPS_PROXY=1):
-    then the last X-Forwarded-For entry, the address the proxy itself saw
-    (what a client writes into the header comes before it)."""
-    if getattr(settings, "SECURE_PROXY_SSL_HEADER", None):
+    REMOTE_ADDR, unless the request came through our own proxy — behind one
+    (BEHIND_PROXY=1, compose's nginx; or BEHIND_HTTPS_PROXY=1), or from
+    loopback, where only `make run`'s own front proxy connects from — then the
+    last X-Forwarded-For entry, the address the proxy itself saw (what a client
+    writes into the header comes before it).  Without this every client behind
+    the proxy would share one address, and one username's lockout would lock
+    everyone out."""
+    remote = request.META.get("REMOTE_ADDR") or ""
+    proxied = getattr(settings, "BEHIND_PROXY", False) or getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxied or remote in ("127.0.0.1", "::1"):
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
         last = forwarded.split(",")[-1].strip()
         if last:

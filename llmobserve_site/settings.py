@@ -58,6 +58,10 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 # Behind a TLS-terminating proxy (the usual production set-up): trust its
 # X-Forwarded-Proto and send cookies over HTTPS only.
+# Behind our own proxy (compose's nginx sets BEHIND_PROXY=1 on web): the client's
+# address is the last X-Forwarded-For entry, the one the proxy appended (what a
+# client writes there comes before it), so login lockouts count by client.
+BEHIND_PROXY = env_bool("BEHIND_PROXY", False) or env_bool("BEHIND_HTTPS_PROXY", False)
 if env_bool("BEHIND_HTTPS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True

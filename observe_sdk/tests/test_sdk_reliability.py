@@ -615,7 +615,7 @@ def test_deep_recursion_through_trace_never_breaks_the_host(collector):
 
 # =============================================================== 5. ./.env
 def test_settings_come_from_dotenv_when_not_in_the_environment(tmp_path, monkeypatch, collector, caplog):
-    for v in ("COLLECTOR_URL", "LLMOBSERVE_API_KEY", "LLMOBSERVE_SERVICE", "LLMOBSERVE_DISABLED"):
+    for v in ("COLLECTOR_URL", "LLMOBSERVE_API_KEY", "LLMOBSERVE_SERVICE", "LLMOBSERVE_DISABLED", "SECRET_KEY"):
         monkeypatch.delenv(v, raising=False)
     (tmp_path / ".env").write_text(
         "# written by make run\n"

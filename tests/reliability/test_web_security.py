@@ -533,3 +533,23 @@ def test_the_admin_works_in_chromium_under_the_policy(page, project) -> None:
     page.check("#action-toggle")
     assert page.locator("input.action-select:checked").count() >= 1
     assert not errors, errors
+
+
+@pytest.mark.django_db
+def test_behind_our_own_proxy_one_users_lockout_is_not_everyones(owner, settings) -> None:
+    """compose's web (BEHIND_PROXY=1) and `make run` (its front proxy on loopback):
+    every request comes from the proxy's address, the client's is the last
+    X-Forwarded-For entry; without reading it, a lockout would lock out everyone."""
+    from axes.models import AccessAttempt
+
+    for proxy, behind in (("172.18.0.5", True), ("127.0.0.1", False)):
+        AccessAttempt.objects.all().delete()
+        settings.BEHIND_PROXY = behind
+        attacker = Client(REMOTE_ADDR=proxy)
+        for _ in range(6):
+            post_login(attacker, "olivia", "wrong-password", HTTP_X_FORWARDED_FOR="203.0.113.7")
+        locked = post_login(attacker, "olivia", "pw-olivia-123", HTTP_X_FORWARDED_FOR="203.0.113.7")
+        assert locked.status_code == 429
+        user = Client(REMOTE_ADDR=proxy)
+        response = post_login(user, "olivia", "pw-olivia-123", HTTP_X_FORWARDED_FOR="198.51.100.20")
+        assert response.status_code == 302 and logged_in(user), proxy
