@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from events.models import DailyRollup, Event, Run, RunSection
 from events.schema import EventIn, attributes_text, json_text
-from pricing.costing import EXACT, UNPRICED, USAGE_UNKNOWN, Cost, apply_card, event_units
+from pricing.costing import EXACT, UNPRICED, USAGE_UNKNOWN, Cost, apply_card
 from pricing.services import PriceTable, price_table_current
 
 EVENT_COLUMNS = (
@@ -241,15 +241,23 @@ def _cost(table: PriceTable, ev: EventIn, project_id: int) -> Cost:
 
 def call_cost(table: PriceTable, call: BilledCall, *, project_id: int, client_cost: float | None) -> Cost:
     """SPEC §3: the call's cost, its cost_status and its per-unit figures."""
-    units = event_units(
-        input_tokens=call.input_tokens,
-        output_tokens=call.output_tokens,
-        cached_input_tokens=call.cached_input_tokens,
-        reasoning_tokens=call.reasoning_tokens,
-        read_units=call.read_units,
-        write_units=call.write_units,
-        usage_details=call.usage_details,
-    )
+    # The call's non-zero units (event_units, inlined: this runs per event).
+    units: dict[str, float] = {}
+    if call.input_tokens:
+        units["input_tokens"] = call.input_tokens
+    if call.output_tokens:
+        units["output_tokens"] = call.output_tokens
+    if call.cached_input_tokens:
+        units["cached_input_tokens"] = call.cached_input_tokens
+    if call.reasoning_tokens:
+        units["reasoning_tokens"] = call.reasoning_tokens
+    if call.read_units:
+        units["read_units"] = call.read_units
+    if call.write_units:
+        units["write_units"] = call.write_units
+    details = call.usage_details
+    if details:
+        units.update((unit, value) for unit, value in details.items() if value)
     context = call.price_context
     card = table.card(
         call.provider,
@@ -265,7 +273,7 @@ def call_cost(table: PriceTable, call: BilledCall, *, project_id: int, client_co
             return NOT_BILLED  # nothing billable was used: free, not unpriced
         cost = Cost(usd=client_cost or 0.0, status=UNPRICED, details=dict.fromkeys(units))
     else:
-        unit_cards = table.unit_cards(card, units, context, call.started_at, project_id)
+        unit_cards = table.unit_cards(card, units, context, call.started_at, project_id) if context else None
         cost = apply_card(card, units, unit_cards=unit_cards)
         if cost.status == UNPRICED and client_cost is not None:
             cost.usd = client_cost  # SPEC §3: the client's own figure where we cannot price every unit

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 # Where a card's prices come from (SPEC §3, first match wins).
 SOURCE_PROJECT = "project"
@@ -118,37 +118,6 @@ class Cost:
     source: str = ""
 
 
-def event_units(
-    *,
-    input_tokens: int,
-    output_tokens: int,
-    cached_input_tokens: int,
-    reasoning_tokens: int,
-    read_units: float,
-    write_units: float,
-    usage_details: dict[str, Any] | None,
-) -> dict[str, float]:
-    """The non-zero billable units of one call, by unit name."""
-    units: dict[str, float] = {}
-    if input_tokens:
-        units["input_tokens"] = input_tokens
-    if output_tokens:
-        units["output_tokens"] = output_tokens
-    if cached_input_tokens:
-        units["cached_input_tokens"] = cached_input_tokens
-    if reasoning_tokens:
-        units["reasoning_tokens"] = reasoning_tokens
-    if read_units:
-        units["read_units"] = read_units
-    if write_units:
-        units["write_units"] = write_units
-    if usage_details:
-        for unit, value in usage_details.items():
-            if value:
-                units[unit] = value
-    return units
-
-
 def apply_card(
     card: RateCard, units: dict[str, float], *, unit_cards: dict[str, RateCard | None] | None = None
 ) -> Cost:
@@ -186,7 +155,8 @@ def apply_card(
                 details[unit] = None
                 unpriced = True
                 continue
-        usd = value * rate.at(input_tokens)
+        # Most rates have no long-context tiers: skip the method call for them.
+        usd = value * (rate.at(input_tokens) if rate.tiers else rate.per_unit)
         details[unit] = usd
         total += usd
     request = rates.get(PER_REQUEST)
