@@ -79,31 +79,6 @@ class Price(models.Model):
     def __str__(self) -> str:
         return f"{self.provider}/{self.model} from {self.effective_from:%Y-%m-%d}"
 
-    def cost(
-        self,
-        *,
-        input_tokens: int = 0,
-        cached_input_tokens: int = 0,
-        output_tokens: int = 0,
-        read_units: float = 0,
-        write_units: float = 0,
-    ) -> float:
-        return price_cost(
-            (
-                self.input_per_1m,
-                self.cached_input_per_1m,
-                self.output_per_1m,
-                self.per_1m_read_units,
-                self.per_1m_write_units,
-                self.per_request,
-            ),
-            input_tokens,
-            cached_input_tokens,
-            output_tokens,
-            read_units,
-            write_units,
-        )
-
 
 def price_cost(
     rates: tuple[float, float | None, float, float, float, float],
