@@ -165,6 +165,10 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db.setdefault("TEST", {})["NAME"] = str(VAR_DIR / f"test-{os.getpid()}.sqlite3")
     # Django's SQLite backend, creating the database file 0600 (it holds the session keys).
     _db["ENGINE"] = "llmobserve_site.sqlite"
+else:
+    # One test database per test process, as for SQLite: two suites on one
+    # machine (CI beside a developer, parallel work) never share test_<name>.
+    _db.setdefault("TEST", {})["NAME"] = f"test_{_db['NAME']}_{os.getpid()}"
 DATABASES = {"default": _db}
 
 

@@ -2,12 +2,22 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import zoneinfo
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 KEY_PREFIX = "lo_"
+
+
+def timezone_validate(value: str) -> None:
+    """An IANA zone name (``Europe/Paris``), as zoneinfo knows it."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"{value!r} is not a time zone (use an IANA name such as Europe/Paris)") from None
 
 
 def hash_key(raw: str) -> str:
@@ -24,6 +34,11 @@ class Project(models.Model):
         validators=[MinValueValidator(0), MaxValueValidator(100)],
         help_text="A negotiated discount on list prices (global and shipped), in percent.",
     )
+    # Calendar periods (budget days, weeks and months) are the project's own.
+    timezone = models.CharField(max_length=64, default="UTC", validators=[timezone_validate])
+    # Raw events older than this many days are removed; null = the site's
+    # EVENT_RETENTION_DAYS, 0 = keep forever.  Aggregates are kept either way.
+    event_retention_days = models.PositiveIntegerField(null=True, blank=True)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
 
     class Meta:
@@ -59,6 +74,9 @@ class ApiKey(models.Model):
     is_admin = models.BooleanField(default=False, help_text="An admin key may also PUT /pricing.")
     created_at = models.DateTimeField(auto_now_add=True)
     revoked = models.BooleanField(default=False)
+    # Written at most once a minute per key (a conditional update), so ingest
+    # does not turn every batch into a write on this row.
+    last_used_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.project})"
@@ -68,3 +86,13 @@ class ApiKey(models.Model):
         raw = KEY_PREFIX + secrets.token_urlsafe(32)
         key = cls.objects.create(project=project, name=name, prefix=raw[:10], key_hash=hash_key(raw), is_admin=is_admin)
         return key, raw
+
+
+class UserSettings(models.Model):
+    """A dashboard user's own settings: the time zone pages show days and times in."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="llmobserve_settings")
+    timezone = models.CharField(max_length=64, default="UTC", validators=[timezone_validate])
+
+    def __str__(self) -> str:
+        return f"settings of {self.user}"
