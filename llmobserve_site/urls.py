@@ -7,6 +7,7 @@ from events.views import events_ingest
 from insights.api import InsightsDailyView
 from llmobserve_site.health import health
 from pricing.api import PricingResolveView, PricingView
+from projects import views as project_views
 
 urlpatterns = [
     path("health", health, name="health"),
@@ -17,7 +18,10 @@ urlpatterns = [
     path("pricing", PricingView.as_view(), name="pricing"),
     path("pricing/resolve", PricingResolveView.as_view(), name="pricing-resolve"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", project_views.api_docs, name="api-docs"),
+    path("favicon.ico", project_views.favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("dashboard.urls")),
+    path("", include("projects.urls")),
 ]

@@ -6,6 +6,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 
 from projects.auth import KeyPrincipal
+from projects.models import Membership
 from projects.selectors import project_list_for_user
 
 
@@ -41,3 +42,22 @@ def may_edit_global_prices(user: object) -> bool:
     if isinstance(user, KeyPrincipal) or not getattr(user, "is_authenticated", False):
         return False
     return bool(user.is_staff and user.has_perms(PRICE_PERMISSIONS))  # type: ignore[attr-defined]
+
+
+def project_role(*, user: object, project_id: int) -> str | None:
+    """The user's role in a project ("owner" / "member"), or None."""
+    if not getattr(user, "is_authenticated", False) or isinstance(user, KeyPrincipal):
+        return None
+    return (
+        Membership.objects.filter(project_id=project_id, user_id=user.pk)  # type: ignore[attr-defined]
+        .values_list("role", flat=True)
+        .first()
+    )
+
+
+def may_manage_project(*, user: object, project_id: int) -> bool:
+    """Owners change a project's settings, keys and members; so does a superuser
+    (who can do all of it in the admin anyway).  Members and other staff only read."""
+    if getattr(user, "is_superuser", False) and not isinstance(user, KeyPrincipal):
+        return True
+    return project_role(user=user, project_id=project_id) == Membership.OWNER
