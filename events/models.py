@@ -94,6 +94,10 @@ class Run(models.Model):
     cost_usd = models.FloatField(default=0)
     unpriced_calls = models.IntegerField(default=0)
     usage_unknown_calls = models.IntegerField(default=0)
+    # The run's attributes as its events sent them (the SDK copies `run(user_id=..., plan=...)`
+    # onto every event): merged at ingest, keys first seen win, at most RUN_ATTRIBUTES_MAX keys,
+    # values as strings of at most ATTRIBUTE_VALUE_MAX characters (events/attributes.py).
+    attributes = models.JSONField(default=dict)
     updated_at = models.DateTimeField()
 
     class Meta:
@@ -139,13 +143,17 @@ class RunSection(models.Model):
 
 
 class DailyRollup(models.Model):
-    """Per day, section and model: the call totals the overview draws from.
+    """Per day, service, section and model: the call totals the overview draws from.
 
-    `section` and `model` are "" for calls outside any section / without a model.
+    `service`, `section` and `model` are "" for calls without a service, outside
+    any section / without a model.  `service` is in the key so the breakdown can
+    group and filter by it (a service runs its own sections, so it multiplies
+    the rows by little).
     """
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, db_index=False)
     day = models.DateField()
+    service = models.CharField(max_length=128, default="")
     section = models.CharField(max_length=256, default="")
     provider = models.CharField(max_length=64, default="")
     model = models.CharField(max_length=128, default="")
@@ -160,6 +168,59 @@ class DailyRollup(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["project", "day", "section", "provider", "model"], name="dailyrollup_unique"
+                fields=["project", "day", "service", "section", "provider", "model"], name="dailyrollup_unique"
+            ),
+        ]
+
+
+class AttributeKey(models.Model):
+    """An attribute key a project's calls carry and that is rolled up.
+
+    At most ATTRIBUTE_KEYS_MAX per project, first seen first kept: the
+    breakdown's group-by picker lists them; a key past the cap is stored on
+    its events and runs but not rolled up.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, db_index=False)
+    key = models.CharField(max_length=64)
+    first_seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "key"], name="attributekey_unique")]
+
+
+class AttributeRollup(models.Model):
+    """Per UTC day, attribute key and value (and service, provider, model): call totals.
+
+    Kept at ingest beside DailyRollup so the breakdown by `user_id`, `customer`,
+    … never scans events.  A call adds to one row per rolled-up key it carries.
+    Bounded: at most ATTRIBUTE_VALUES_MAX distinct values per (project, key, day);
+    later values go to the value "(other)".  Section is not in the key (a run
+    spans many sections, which would multiply the rows per value several-fold);
+    service, provider and model are (a value's calls use one or a few of each).
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, db_index=False)
+    key = models.CharField(max_length=64)
+    day = models.DateField()
+    value = models.CharField(max_length=200)
+    service = models.CharField(max_length=128, default="")
+    provider = models.CharField(max_length=64, default="")
+    model = models.CharField(max_length=128, default="")
+    calls = models.IntegerField(default=0)
+    errors = models.IntegerField(default=0)
+    unpriced_calls = models.IntegerField(default=0)
+    usage_unknown_calls = models.IntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [
+            # Leads with (project, key, day): serves both the breakdown's range
+            # reads and ingest's "is this value already in today's rows" look-up.
+            models.UniqueConstraint(
+                fields=["project", "key", "day", "value", "service", "provider", "model"],
+                name="attributerollup_unique",
             ),
         ]

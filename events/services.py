@@ -10,7 +10,17 @@ from typing import Any, Protocol
 from django.db import connection, transaction
 from django.utils import timezone
 
-from events.models import DailyRollup, Event, Run, RunSection
+from events.attributes import (
+    ATTRIBUTE_KEYS_MAX,
+    ATTRIBUTE_VALUES_MAX,
+    OTHER,
+    RUN_ATTRIBUTES_MAX,
+    FlatCache,
+    attributes_flat,
+    attributes_json,
+    attributes_merge,
+)
+from events.models import AttributeKey, AttributeRollup, DailyRollup, Event, Run, RunSection
 from events.schema import EventIn, attributes_text, json_text
 from pricing.costing import EXACT, UNPRICED, USAGE_UNKNOWN, Cost, apply_card
 from pricing.services import PriceTable, price_table_current
@@ -70,7 +80,9 @@ class IngestResult:
 class _Agg:
     runs: dict[str, list[Any]] = field(default_factory=dict)
     sections: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
-    rollups: dict[tuple[dt.date, str, str, str], list[Any]] = field(default_factory=dict)
+    rollups: dict[tuple[dt.date, str, str, str, str], list[Any]] = field(default_factory=dict)
+    # (key, day, value, service, provider, model) -> the same sums as rollups
+    attr_rollups: dict[tuple[str, dt.date, str, str, str, str], list[Any]] = field(default_factory=dict)
 
 
 def _vendor_sql() -> tuple[str, str, str, str]:
@@ -160,6 +172,7 @@ def event_batch_ingest(*, project_id: int, events: list[EventIn]) -> IngestResul
         result.duplicates += len(ordered) - len(inserted)
         if inserted:
             agg = _Agg()
+            flat = FlatCache()
             for event_id in inserted:
                 ev, cost, status, ended = facts[event_id]
                 _add(
@@ -178,6 +191,7 @@ def event_batch_ingest(*, project_id: int, events: list[EventIn]) -> IngestResul
                     ev.section_path,
                     ev.provider,
                     ev.model,
+                    flat.flat(ev.attributes) if len(ev.attributes) else None,
                 )
             _upsert_aggregates(project_id, agg, now)
     return result
@@ -405,15 +419,21 @@ def _add(
     section_path: str | None,
     provider: str | None,
     model: str | None,
+    attributes: dict[str, str] | None,
 ) -> None:
-    """Fold one stored event into the batch's aggregate deltas."""
+    """Fold one stored event into the batch's aggregate deltas.
+
+    `attributes`: the event's attributes as `events.attributes.attributes_flat` gives them."""
     is_call = span_type != "section"
     is_error = status == "error"
     run = agg.runs.get(run_id)
     if run is None:
-        # service, started, ended, calls, events, errors, input, output, cost, unpriced, usage unknown
-        agg.runs[run_id] = [service, started_at, ended_at, 0, 0, 0, 0, 0, 0.0, 0, 0]
+        # service, started, ended, calls, events, errors, input, output, cost, unpriced, usage unknown,
+        # attributes
+        agg.runs[run_id] = [service, started_at, ended_at, 0, 0, 0, 0, 0, 0.0, 0, 0, {}]
         run = agg.runs[run_id]
+    if attributes:
+        attributes_merge(run[11], attributes)
     if service and not run[0]:
         run[0] = service
     run[1] = min(run[1], started_at)
@@ -434,7 +454,7 @@ def _add(
         _section(agg, run_id, section, started_at, False, int(is_call), cost if is_call else 0.0)
     if is_call:
         day = started_at.astimezone(dt.UTC).date()
-        key = (day, section or "", provider or "", model or "")
+        key = (day, service or "", section or "", provider or "", model or "")
         roll = agg.rollups.get(key)
         if roll is None:
             # calls, errors, unpriced, input, output, cost, usage unknown
@@ -446,6 +466,19 @@ def _add(
         roll[3] += input_tokens
         roll[4] += output_tokens
         roll[5] += cost
+        if attributes:
+            for name, value in attributes.items():
+                akey = (name, day, value, key[1], key[3], key[4])
+                aroll = agg.attr_rollups.get(akey)
+                if aroll is None:
+                    aroll = agg.attr_rollups[akey] = [0, 0, 0, 0, 0, 0.0, 0]
+                aroll[0] += 1
+                aroll[1] += is_error
+                aroll[2] += cost_status == UNPRICED
+                aroll[6] += cost_status == USAGE_UNKNOWN
+                aroll[3] += input_tokens
+                aroll[4] += output_tokens
+                aroll[5] += cost
 
 
 def _section(
@@ -528,7 +561,16 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime, *, clamp: b
     with connection.cursor() as cursor:
         if agg.runs:
             values = [
-                (project_id, run_id, r[0], adapt(r[1]), adapt(r[2]), *_clamped(r, 3, _RUN_SUMS, clamp), now_db)
+                (
+                    project_id,
+                    run_id,
+                    r[0],
+                    adapt(r[1]),
+                    adapt(r[2]),
+                    *_clamped(r, 3, _RUN_SUMS, clamp),
+                    now_db,
+                    attributes_json(r[11]),
+                )
                 for run_id, r in sorted(agg.runs.items())
             ]
             _upsert(
@@ -549,14 +591,16 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime, *, clamp: b
                     "unpriced_calls",
                     "usage_unknown_calls",
                     "updated_at",
+                    "attributes",
                 ),
                 ("project_id", "run_id"),
                 f"service = COALESCE({run_t}.service, excluded.service), "
                 f"started_at = {least}({run_t}.started_at, excluded.started_at), "
                 f"ended_at = {greatest}({run_t}.ended_at, excluded.ended_at), "
                 + ", ".join(_plus(run_t, c) for c in _RUN_SUMS)
-                + ", updated_at = excluded.updated_at",
+                + f", updated_at = excluded.updated_at, attributes = {_attributes_merge_sql(run_t)}",
                 values,
+                json_last=True,
             )
         if agg.sections:
             values = [
@@ -576,8 +620,8 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime, *, clamp: b
         if agg.rollups:
             adapt_date = connection.ops.adapt_datefield_value
             values = [
-                (project_id, adapt_date(day), section, provider, model, *_clamped(r, 0, _ROLLUP_SUMS, clamp))
-                for (day, section, provider, model), r in sorted(agg.rollups.items())
+                (project_id, adapt_date(day), service, section, provider, model, *_clamped(r, 0, _ROLLUP_SUMS, clamp))
+                for (day, service, section, provider, model), r in sorted(agg.rollups.items())
             ]
             _upsert(
                 cursor,
@@ -585,6 +629,7 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime, *, clamp: b
                 (
                     "project_id",
                     "day",
+                    "service",
                     "section",
                     "provider",
                     "model",
@@ -596,10 +641,127 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime, *, clamp: b
                     "cost_usd",
                     "usage_unknown_calls",
                 ),
-                ("project_id", "day", "section", "provider", "model"),
+                ("project_id", "day", "service", "section", "provider", "model"),
                 ", ".join(_plus(roll_t, c) for c in _ROLLUP_SUMS),
                 values,
             )
+        if agg.attr_rollups:
+            _upsert_attribute_rollups(cursor, project_id, agg, now, clamp)
+
+
+def _attributes_merge_sql(t: str) -> str:
+    """Run.attributes merged in SQL as attributes_merge does in Python: the run's
+    keys win; a merge past RUN_ATTRIBUTES_MAX keys keeps the run's."""
+    if connection.vendor == "postgresql":
+        merged = f"(excluded.attributes || {t}.attributes)"
+        count = f"(SELECT count(*) FROM jsonb_object_keys{merged})"
+        empty = "'{}'::jsonb"
+    else:
+        merged = f"json_patch(excluded.attributes, {t}.attributes)"
+        count = f"(SELECT count(*) FROM json_each({merged}))"
+        empty = "'{}'"
+    return (
+        f"CASE WHEN excluded.attributes = {empty} THEN {t}.attributes "
+        f"WHEN {t}.attributes = {empty} THEN excluded.attributes "
+        f"WHEN {count} > {RUN_ATTRIBUTES_MAX} THEN {t}.attributes ELSE {merged} END"
+    )
+
+
+def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.datetime, clamp: bool) -> None:
+    """Add the batch's attribute sums to AttributeRollup within the bounds.
+
+    Keys: the project's first ATTRIBUTE_KEYS_MAX keys are rolled up, later ones
+    are not.  Values: a (key, day) holds at most ATTRIBUTE_VALUES_MAX distinct
+    values; a value not yet there once it is full is added to OTHER.  Exact on
+    SQLite (one writer); on PostgreSQL two concurrent batches can each take the
+    last free places, so a cap can be passed by a batch's worth (bounded).
+    """
+    key_t = AttributeKey._meta.db_table
+    attr_t = AttributeRollup._meta.db_table
+    cursor.execute(f"SELECT key FROM {key_t} WHERE project_id = %s", [project_id])
+    known = {r[0] for r in cursor.fetchall()}
+    incoming = sorted({k[0] for k in agg.attr_rollups})
+    fresh = [k for k in incoming if k not in known][: max(0, ATTRIBUTE_KEYS_MAX - len(known))]
+    if fresh:
+        _upsert(
+            cursor,
+            key_t,
+            ("project_id", "key", "first_seen_at"),
+            ("project_id", "key"),
+            "",
+            [(project_id, k, connection.ops.adapt_datetimefield_value(now)) for k in fresh],
+        )
+        known.update(fresh)
+    # (key, day) -> values the batch brings
+    wanted: dict[tuple[str, dt.date], set[str]] = {}
+    for key, day, value, *_ in agg.attr_rollups:
+        if key in known:
+            wanted.setdefault((key, day), set()).add(value)
+    adapt_date = connection.ops.adapt_datefield_value
+    overflow: dict[tuple[str, dt.date], set[str]] = {}
+    for (key, day), values in sorted(wanted.items()):
+        day_db = adapt_date(day)
+        present: set[str] = set()
+        listed = sorted(values)
+        for start in range(0, len(listed), 900):
+            part = listed[start : start + 900]
+            cursor.execute(
+                f"SELECT DISTINCT value FROM {attr_t} WHERE project_id = %s AND key = %s AND day = %s "
+                f"AND value IN ({', '.join(['%s'] * len(part))})",
+                [project_id, key, day_db, *part],
+            )
+            present.update(r[0] for r in cursor.fetchall())
+        new = sorted(values - present - {OTHER})
+        if not new:
+            continue
+        cursor.execute(
+            f"SELECT COUNT(DISTINCT value) FROM {attr_t} WHERE project_id = %s AND key = %s AND day = %s",
+            [project_id, key, day_db],
+        )
+        room = ATTRIBUTE_VALUES_MAX - cursor.fetchone()[0]
+        if len(new) > room:
+            overflow[(key, day)] = set(new[max(0, room) :])
+    sums: dict[tuple[str, dt.date, str, str, str, str], list[Any]] = {}
+    for (key, day, value, service, provider, model), r in agg.attr_rollups.items():
+        if key not in known:
+            continue
+        if value in overflow.get((key, day), ()):
+            value = OTHER
+        target = sums.get((key, day, value, service, provider, model))
+        if target is None:
+            sums[(key, day, value, service, provider, model)] = list(r)
+        else:
+            for i, v in enumerate(r):
+                target[i] += v
+    if not sums:
+        return
+    values_db = [
+        (project_id, key, adapt_date(day), value, service, provider, model, *_clamped(r, 0, _ROLLUP_SUMS, clamp))
+        for (key, day, value, service, provider, model), r in sorted(sums.items())
+    ]
+    _upsert(
+        cursor,
+        attr_t,
+        (
+            "project_id",
+            "key",
+            "day",
+            "value",
+            "service",
+            "provider",
+            "model",
+            "calls",
+            "errors",
+            "unpriced_calls",
+            "input_tokens",
+            "output_tokens",
+            "cost_usd",
+            "usage_unknown_calls",
+        ),
+        ("project_id", "key", "day", "value", "service", "provider", "model"),
+        ", ".join(_plus(attr_t, c) for c in _ROLLUP_SUMS),
+        values_db,
+    )
 
 
 def _upsert(
@@ -609,14 +771,22 @@ def _upsert(
     conflict: tuple[str, ...],
     update: str,
     values: list[tuple[Any, ...]],
+    *,
+    json_last: bool = False,
 ) -> None:
-    row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    """INSERT ... ON CONFLICT DO UPDATE SET update (DO NOTHING when update is "").
+    json_last: the last column is JSON text (PostgreSQL casts it to jsonb)."""
+    marks = ["%s"] * len(columns)
+    if json_last:
+        marks[-1] = _vendor_sql()[2]
+    row_sql = "(" + ", ".join(marks) + ")"
+    action = f"DO UPDATE SET {update}" if update else "DO NOTHING"
     per_chunk = max(1, 30_000 // len(columns))
     for start in range(0, len(values), per_chunk):
         chunk = values[start : start + per_chunk]
         cursor.execute(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row_sql] * len(chunk))} "
-            f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {update}",
+            f"ON CONFLICT ({', '.join(conflict)}) {action}",
             [v for row in chunk for v in row],
         )
 
@@ -717,11 +887,13 @@ AGG_FIELDS = (
     "section_path",
     "provider",
     "model",
+    "attributes",
 )
 
 
 def _event_rows(qs: Any) -> Iterator[tuple[Any, ...]]:
-    yield from qs.values_list(*AGG_FIELDS).iterator(chunk_size=5000)
+    for row in qs.values_list(*AGG_FIELDS).iterator(chunk_size=5000):
+        yield (*row[:-1], attributes_flat(row[-1] if isinstance(row[-1], dict) else None) or None)
 
 
 @transaction.atomic
@@ -748,10 +920,14 @@ def aggregates_rebuild(*, runs: Iterable[tuple[int, str]] = (), days: Iterable[t
             for row in _event_rows(Event.objects.filter(project_id=project_id, run_id__in=part)):
                 _add(agg, *row)
             agg.rollups.clear()
+            agg.attr_rollups.clear()
             _upsert_aggregates(project_id, agg, now, clamp=True)
     for project_id, day_set in by_project_days.items():
         for day in sorted(day_set):
             DailyRollup.objects.filter(project_id=project_id, day=day).delete()
+            # The attribute rollup of the day is rebuilt too; its value cap then
+            # keeps the first values in sort order rather than in arrival order.
+            AttributeRollup.objects.filter(project_id=project_id, day=day).delete()
             day_start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
             agg = _Agg()
             qs = Event.objects.filter(
