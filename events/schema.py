@@ -22,7 +22,7 @@ import json
 import math
 import re
 from decimal import Decimal
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal, NamedTuple, cast
 
 import msgspec
 
@@ -120,6 +120,21 @@ _encoder = msgspec.json.Encoder()
 _UTC = dt.UTC
 
 
+class NotBefore(NamedTuple):
+    """The oldest started_at a project's retention accepts (events/retention.py)."""
+
+    moment: dt.datetime
+    days: int
+
+
+def too_old_message(not_before: NotBefore) -> str:
+    oldest = not_before.moment.astimezone(_UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return (
+        f"older than this project's retention of {not_before.days} days (started before {oldest}): not stored; "
+        "raise the project's event_retention_days to backfill older events"
+    )
+
+
 class BodyError(ValueError):
     """The body as a whole is unusable: not JSON, or not a list of objects."""
 
@@ -142,20 +157,22 @@ OMITTED: dict[str, list[str]] = {"non_field_errors": [f"rejected (only the first
 
 
 def decode_batch(
-    body: bytes, max_events: int = DEFAULT_MAX_EVENTS
+    body: bytes, max_events: int = DEFAULT_MAX_EVENTS, not_before: NotBefore | None = None
 ) -> tuple[list[EventIn | None], Errors, dict[int, str | None]]:
     """Decode a request body.
 
     Returns (events, errors, ids): events[i] is None where event i was
     rejected, errors[i] says why (field → messages) and ids[i] is its
     event_id when it had a usable one.  Raises BodyError for a body that is
-    not a list of events and TooManyEvents past `max_events`.
+    not a list of events and TooManyEvents past `max_events`.  With
+    `not_before` (the project's retention), an event that started before it
+    is rejected: it would be expired at the retention job's next run.
     """
     is_list = body.lstrip()[:1] == b"["
     try:
         items: list[EventIn] = _list_decoder.decode(body) if is_list else _batch_decoder.decode(body).events
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return _decode_each(body, is_list, max_events)
+        return _decode_each(body, is_list, max_events, not_before)
     if len(items) > max_events:
         raise TooManyEvents(max_events, len(items))
     errors: Errors = {}
@@ -164,6 +181,7 @@ def decode_batch(
     # (A 1-byte `in` is a memchr; `b"\\u" in body` alone costs 0.4 ms for 500 kB.)
     text_clean = (0x5C not in body or b"\\u" not in body) and body.isascii()
     checked = cast(list[EventIn | None], items)
+    oldest = not_before.moment if not_before is not None else None
     for index, ev in enumerate(items):
         # What every event needs, inline (this loop is the hot path); an event
         # out of the ordinary goes through _event_problem, which says what is wrong.
@@ -176,11 +194,12 @@ def decode_batch(
                 and not ev.usage_details
                 and started.tzinfo is _UTC
                 and 1 <= started.year <= 9998
+                and (oldest is None or started >= oldest)
                 and (path is None or len(path) < MAX_SECTION_DEPTH)
                 and (not len(ev.attributes) or _attributes_problem(ev.attributes, True) is None)
             ):
                 continue
-        problem = _event_problem(ev, text_clean)
+        problem = _event_problem(ev, text_clean, not_before)
         if problem is not None:
             checked[index] = None
             errors[index] = {problem[0]: [problem[1]]} if len(errors) < DETAILED_ERRORS else OMITTED
@@ -192,14 +211,14 @@ def decode_batch(
 
 
 def _decode_each(
-    body: bytes, is_list: bool, max_events: int
+    body: bytes, is_list: bool, max_events: int, not_before: NotBefore | None = None
 ) -> tuple[list[EventIn | None], Errors, dict[int, str | None]]:
     out: list[EventIn | None] = []
     errors: Errors = {}
     ids: dict[int, str | None] = {}
     for index, item in enumerate(_split(body, is_list, max_events)):
         detailed = len(errors) < DETAILED_ERRORS
-        ev, problem, event_id = _decode_one(item, detailed)
+        ev, problem, event_id = _decode_one(item, detailed, not_before)
         out.append(ev)
         if problem is not None:
             errors[index] = problem if detailed else OMITTED
@@ -354,7 +373,9 @@ def _value_end(body: bytes, pos: int) -> int:
     return scalar.end()
 
 
-def _decode_one(item: Any, detailed: bool) -> tuple[EventIn | None, dict[str, list[str]] | None, str | None]:
+def _decode_one(
+    item: Any, detailed: bool, not_before: NotBefore | None = None
+) -> tuple[EventIn | None, dict[str, list[str]] | None, str | None]:
     """(event, None, None) or (None, errors, event_id) for one event's bytes."""
     try:
         ev = _event_decoder.decode(item)
@@ -376,7 +397,7 @@ def _decode_one(item: Any, detailed: bool) -> tuple[EventIn | None, dict[str, li
         if not isinstance(got, EventIn):
             return None, got[0], got[1]
         ev = got
-    problem = _event_problem(ev, text_clean=False)
+    problem = _event_problem(ev, text_clean=False, not_before=not_before)
     if problem is None:
         return ev, None, None
     return None, {problem[0]: [problem[1]]}, ev.event_id if problem[0] != "event_id" else None
@@ -466,7 +487,7 @@ def _message_of(message: str) -> str:
 # --- Rules msgspec's types cannot say ----------------------------------------------
 
 
-def _event_problem(ev: EventIn, text_clean: bool) -> tuple[str, str] | None:
+def _event_problem(ev: EventIn, text_clean: bool, not_before: NotBefore | None = None) -> tuple[str, str] | None:
     """(field, message) for a decoded event that must still be rejected.
 
     Normalises started_at to UTC on the way (PostgreSQL refuses offsets past
@@ -491,6 +512,8 @@ def _event_problem(ev: EventIn, text_clean: bool) -> tuple[str, str] | None:
             return ("started_at", STARTED_MESSAGE)
     if not 1 <= started.year <= 9998:
         return ("started_at", STARTED_MESSAGE)
+    if not_before is not None and started < not_before.moment:
+        return ("started_at", too_old_message(not_before))
     if ev.section_path and ev.section_path.count("/") >= MAX_SECTION_DEPTH:
         return ("section_path", f"at most {MAX_SECTION_DEPTH} sections deep")
     if len(ev.attributes):

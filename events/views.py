@@ -16,6 +16,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from events.retention import retention_not_before
 from events.schema import DETAILED_ERRORS, BodyError, TooManyEvents, decode_batch
 from events.services import event_batch_ingest
 from projects.auth import bearer_token, principal_for_key
@@ -87,7 +88,9 @@ def events_ingest(request: HttpRequest) -> JsonResponse:
     try:
         body = _body(request)
         # Counts (at most INGEST_MAX_EVENTS) before any per-event work.
-        events, errors, ids = decode_batch(body, settings.INGEST_MAX_EVENTS)
+        # An event older than the project's retention is rejected by name (a 207), not stored.
+        not_before = retention_not_before(project_id=principal.project_id)
+        events, errors, ids = decode_batch(body, settings.INGEST_MAX_EVENTS, not_before)
     except (TooLarge, TooManyEvents) as exc:
         return _error(413, str(exc))
     except BodyError as exc:

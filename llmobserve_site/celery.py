@@ -29,3 +29,9 @@ def _schedule_insights(sender: Celery, **kwargs: object) -> None:
         sender.signature("insights.compute_insights_all"),
         name="compute insights for every project",
     )
+    # Partitions ahead and expiry of raw events past their retention (events/tasks.py).
+    sender.add_periodic_task(
+        float(settings.EVENT_RETENTION_INTERVAL_SECONDS),
+        sender.signature("events.retention"),
+        name="event retention",
+    )

@@ -316,6 +316,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 INSIGHTS_INTERVAL_SECONDS = env_int("INSIGHTS_INTERVAL_SECONDS", 600, minimum=10)
+# Raw events are kept this many days (0: forever); a project may override it
+# (Project.event_retention_days).  Aggregates keep their history (events/retention.py).
+EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 90, minimum=0)
+if EVENT_RETENTION_DAYS > 36500:
+    raise ImproperlyConfigured(f"EVENT_RETENTION_DAYS={EVENT_RETENTION_DAYS} is over 100 years: use 0 to keep forever")
+EVENT_RETENTION_INTERVAL_SECONDS = env_int("EVENT_RETENTION_INTERVAL_SECONDS", 3600, minimum=60)
 # How often the dashboard's run list polls for new runs.
 DASHBOARD_POLL_SECONDS = env_int("DASHBOARD_POLL_SECONDS", 5, minimum=1)
 

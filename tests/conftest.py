@@ -37,6 +37,22 @@ def _fresh_caches():
     pricing.services._table = None
 
 
+@pytest.fixture(autouse=True)
+def _events_kept_forever(settings):
+    # Many tests post events from past years (historical prices); retention
+    # (default 90 days) would refuse them.  Tests of retention set it themselves
+    # (tests/retention); the per-process caches of retention and partitions start empty.
+    from events.partitions import partitions_forget
+    from events.retention import retention_cache_clear
+
+    settings.EVENT_RETENTION_DAYS = 0
+    retention_cache_clear()
+    partitions_forget()
+    yield
+    retention_cache_clear()
+    partitions_forget()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _ci_requires_configured_database(django_db_setup, django_db_blocker):
     # Under CI a pass that was asked for PostgreSQL must really run on it:

@@ -1,0 +1,205 @@
+"""Retention: raw events older than their project's retention are removed.
+
+`settings.EVENT_RETENTION_DAYS` (default 90; 0 keeps events forever) and
+`Project.event_retention_days` (None: the site's; 0: forever) say how long a
+project's raw events are kept.  Only the events go: runs, run sections,
+daily and attribute rollups, insights and budgets are aggregates kept at
+ingest and keep their history, so the overview's 30- and 90-day views and a
+run's totals and sections outlive the calls they were summed from (the run
+page says "call details expired").
+
+PostgreSQL (partitioned by month, events/partitions.py): a month's partition
+is dropped once the whole month is older than the retention of every
+project with rows in it.  Partitions are shared by projects, so a project
+with a shorter retention than its neighbours has its rows in a kept
+partition removed by batched DELETEs (only those whose whole month is past
+its own retention: like everyone's, its events go a month at a time).  The
+DEFAULT partition (odd timestamps) is expired row by row, by batched
+DELETEs.  So on PostgreSQL an event lives between its retention and its
+retention plus one month.
+
+SQLite (no partitions): batched DELETEs through the (project, started_at)
+index, each batch its own short write transaction whose size adapts so the
+write lock is held about TARGET_LOCK_MS (≤ ~100 ms), with a pause between
+batches for ingest to take the lock.  Freed pages are reused by later
+inserts, so the file stops growing once the store is older than its
+retention.
+
+Ingest refuses an event older than its project's retention (a 207 naming it,
+events/schema.py): it would be removed at the next run of the job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from events import partitions
+from events.schema import NotBefore
+from projects.models import Project
+
+logger = logging.getLogger(__name__)
+
+# SQLite: aim each DELETE batch at this long under the write lock; never more rows than MAX_BATCH.
+TARGET_LOCK_MS = 50.0
+MIN_BATCH, FIRST_BATCH, MAX_BATCH = 100, 1000, 20_000
+PAUSE_S = 0.02  # between batches: a waiting ingest transaction gets the lock
+# PostgreSQL: rows per DELETE batch (row locks only, other writers are not blocked).
+PG_BATCH = 5000
+
+
+def retention_days(project_days: int | None) -> int:
+    """A project's effective retention in days (0: forever)."""
+    return settings.EVENT_RETENTION_DAYS if project_days is None else project_days
+
+
+def retention_cutoff(*, days: int, now: dt.datetime) -> dt.datetime | None:
+    """Events that started before this are expired; None keeps them forever."""
+    return now - dt.timedelta(days=days) if days else None
+
+
+# Per process: (project retention days or None, read at) by project id.  A
+# changed retention is seen within RETENTION_CACHE_S; ingest pays a dict
+# look-up per batch instead of a query.
+RETENTION_CACHE_S = 60.0
+_project_days: dict[int, tuple[int | None, float]] = {}
+
+
+def retention_not_before(*, project_id: int, now: dt.datetime | None = None) -> NotBefore | None:
+    """The oldest started_at ingest accepts for the project, or None (kept forever)."""
+    clock = time.monotonic()
+    cached = _project_days.get(project_id)
+    if cached is None or clock - cached[1] > RETENTION_CACHE_S:
+        own = Project.objects.filter(id=project_id).values_list("event_retention_days", flat=True).first()
+        cached = _project_days[project_id] = (own, clock)
+    days = retention_days(cached[0])
+    if not days:
+        return None
+    moment = now or dt.datetime.now(dt.UTC)
+    return NotBefore(moment - dt.timedelta(days=days), days)
+
+
+def retention_cache_clear() -> None:
+    _project_days.clear()
+
+
+def longest_retention_days() -> int | None:
+    """The longest retention of any project (None: someone keeps forever)."""
+    days = [retention_days(d) for d in Project.objects.values_list("event_retention_days", flat=True)]
+    days.append(settings.EVENT_RETENTION_DAYS)
+    return None if 0 in days else max(days)
+
+
+@dataclass(slots=True)
+class ExpiryReport:
+    """What one run of the retention job removed, and how long it held locks."""
+
+    partitions_dropped: list[str] = field(default_factory=list)
+    partition_rows_dropped: int = 0  # PostgreSQL's estimate (reltuples) of the dropped partitions' rows
+    partition_bytes_dropped: int = 0
+    rows_deleted: int = 0
+    batches: int = 0
+    lock_ms: list[float] = field(default_factory=list)  # each DELETE batch's transaction, start to commit
+    drop_ms: list[float] = field(default_factory=list)
+    partitions_created: list[str] = field(default_factory=list)
+
+    @property
+    def max_lock_ms(self) -> float:
+        return max(self.lock_ms, default=0.0)
+
+
+def events_expire(*, now: dt.datetime | None = None) -> ExpiryReport:
+    """Remove every event older than its project's retention (see the module's doc)."""
+    now = now or dt.datetime.now(dt.UTC)
+    cutoffs = {
+        pid: retention_cutoff(days=retention_days(days), now=now)
+        for pid, days in Project.objects.values_list("id", "event_retention_days")
+    }
+    report = ExpiryReport()
+    if partitions.events_partitioned():
+        _expire_partitioned(cutoffs, now, report)
+    else:
+        for pid, cutoff in sorted(cutoffs.items()):
+            if cutoff is not None:
+                _delete_batched(report, table=partitions.PARENT, project_id=pid, before=cutoff)
+    logger.info(
+        "events: retention dropped %d partitions (~%d rows), deleted %d rows in %d batches (longest lock %.0f ms)",
+        len(report.partitions_dropped),
+        report.partition_rows_dropped,
+        report.rows_deleted,
+        report.batches,
+        report.max_lock_ms,
+    )
+    return report
+
+
+def _has_rows(table: str, project_id: int) -> bool:
+    with connection.cursor() as cursor:
+        # One probe of the (project, started_at, section) index.
+        cursor.execute(f"SELECT 1 FROM {table} WHERE project_id = %s LIMIT 1", [project_id])
+        return cursor.fetchone() is not None
+
+
+def _expire_partitioned(cutoffs: dict[int, dt.datetime | None], now: dt.datetime, report: ExpiryReport) -> None:
+    for part in partitions.partition_list():
+        if part.end > now:
+            continue  # the current month and those ahead
+        # Projects whose retention still covers part of this month keep it;
+        # a probe per such project says whether it has rows here at all.
+        keepers = [pid for pid, cutoff in cutoffs.items() if cutoff is None or cutoff < part.end]
+        if not any(_has_rows(part.name, pid) for pid in keepers):
+            rows, size = partitions.partition_rows_estimate(part.name), partitions.partition_bytes(part.name)
+            started = time.perf_counter()
+            partitions.partition_drop(partition=part)
+            report.drop_ms.append((time.perf_counter() - started) * 1000.0)
+            report.partitions_dropped.append(part.name)
+            report.partition_rows_dropped += rows
+            report.partition_bytes_dropped += size
+            continue
+        # Kept for someone: the projects whose whole month is past their retention lose their rows in it.
+        for pid, cutoff in sorted(cutoffs.items()):
+            if cutoff is not None and cutoff >= part.end:
+                _delete_batched(report, table=part.name, project_id=pid, before=part.end)
+    for pid, cutoff in sorted(cutoffs.items()):
+        if cutoff is not None:
+            _delete_batched(report, table=partitions.DEFAULT, project_id=pid, before=cutoff)
+
+
+def _delete_batched(report: ExpiryReport, *, table: str, project_id: int, before: dt.datetime) -> None:
+    """Delete the project's rows of `table` started before `before`, a batch per transaction."""
+    sqlite = connection.vendor == "sqlite"
+    size = FIRST_BATCH if sqlite else PG_BATCH
+    when = connection.ops.adapt_datetimefield_value(before)
+    if sqlite:
+        # rowids through the (project, started_at, section) index: each batch reads only what it deletes.
+        sql = (
+            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} "
+            "WHERE project_id = %s AND started_at < %s LIMIT %s)"
+        )
+    else:
+        sql = (
+            f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} "
+            "WHERE project_id = %s AND started_at < %s LIMIT %s))"
+        )
+    while True:
+        started = time.perf_counter()
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, [project_id, when, size])
+            deleted = cursor.rowcount
+        elapsed = (time.perf_counter() - started) * 1000.0
+        if deleted <= 0:
+            break
+        report.rows_deleted += deleted
+        report.batches += 1
+        report.lock_ms.append(elapsed)
+        if deleted < size:
+            break
+        if sqlite:
+            # Steer the next batch to TARGET_LOCK_MS from this one's rows per ms.
+            size = int(min(MAX_BATCH, max(MIN_BATCH, size * TARGET_LOCK_MS / max(elapsed, 1.0))))
+            time.sleep(PAUSE_S)
