@@ -30,11 +30,9 @@ def api_key_issue(*, project: Project, name: str, is_admin: bool = False) -> tup
 
 
 def api_key_revoke(*, project: Project, key_id: int) -> ApiKey:
-    """Revoke one of the project's keys (revoking twice is a no-op)."""
-    try:
-        key = ApiKey.objects.get(id=key_id, project=project)
-    except ApiKey.DoesNotExist:
-        raise ValidationError("No such key in this project.") from None
+    """Revoke one of the project's keys (revoking twice is a no-op); ApiKey.DoesNotExist
+    for a key of another project."""
+    key = ApiKey.objects.get(id=key_id, project=project)  # DoesNotExist for another project's key
     ApiKey.objects.filter(id=key.id, revoked=False).update(revoked=True)
     key_cache_forget(key_hash=key.key_hash)
     key.revoked = True
@@ -104,13 +102,14 @@ def member_invite(*, project: Project, username: str, role: str) -> Membership:
 
 @transaction.atomic
 def member_remove(*, project: Project, membership_id: int) -> Membership:
-    """Remove a member; the last owner stays (a project without one could not be managed)."""
+    """Remove a member; the last owner stays (a project without one could not be
+    managed).  Membership.DoesNotExist for a member of another project."""
     # Lock the project's memberships so two owners removing each other at once
     # cannot both succeed and leave no owner.
     memberships = list(Membership.objects.select_for_update().filter(project=project))
     target = next((m for m in memberships if m.id == membership_id), None)
     if target is None:
-        raise ValidationError("No such member in this project.")
+        raise Membership.DoesNotExist("No such member in this project.")
     owners = [m for m in memberships if m.role == Membership.OWNER]
     if target.role == Membership.OWNER and len(owners) == 1:
         raise ValidationError("The last owner cannot be removed: make someone else an owner first.")

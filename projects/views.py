@@ -41,7 +41,7 @@ from projects.forms import (
     ProjectSettingsForm,
     timezone_names,
 )
-from projects.models import Project
+from projects.models import ApiKey, Membership, Project
 from projects.selectors import api_key_list, membership_list
 
 
@@ -144,7 +144,7 @@ def _key_revoke(request: HttpRequest, choice: ProjectChoice, project: Project) -
         raise Http404("No such key.")
     try:
         key = services.api_key_revoke(project=project, key_id=form.cleaned_data["key_id"])
-    except ValidationError:
+    except ApiKey.DoesNotExist:
         raise Http404("No such key in this project.") from None
     messages.success(request, f"Revoked the key {key.name or key.prefix} ({key.prefix}…).")
     return HttpResponseRedirect(settings_url(project))
@@ -171,6 +171,8 @@ def _member_remove(request: HttpRequest, choice: ProjectChoice, project: Project
         raise Http404("No such member.")
     try:
         removed = services.member_remove(project=project, membership_id=form.cleaned_data["membership_id"])
+    except Membership.DoesNotExist:
+        raise Http404("No such member in this project.") from None
     except ValidationError as exc:
         return _render(request, choice, status=400, members_error=" ".join(exc.messages))
     messages.success(request, f"Removed {removed.user.get_username()} from {project.name}.")
