@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "events",
     "dashboard",
     "insights",
+    "attribution",
     "reconciliation",
 ]
 
