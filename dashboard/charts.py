@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import zlib
 from dataclasses import dataclass, field
 
 from django.utils.html import escape
@@ -15,8 +16,42 @@ from django.utils.safestring import SafeString, mark_safe
 
 from dashboard.formatting import usd
 
-PALETTE = ["#4f46e5", "#0891b2", "#16a34a", "#ca8a04", "#dc2626", "#9333ea", "#db2777", "#64748b"]
+# Twenty colours that read on white and on a dark card; a series' colour is
+# picked by a hash of its name (series_color), so `tool:web_search` has the
+# same colour in every chart, page and period, whatever else is drawn beside
+# it.  The price of that: two series of one chart may share a colour (the
+# legend and every bar's tooltip name them).
+PALETTE = [
+    "#4f46e5",
+    "#0891b2",
+    "#16a34a",
+    "#ca8a04",
+    "#dc2626",
+    "#9333ea",
+    "#db2777",
+    "#0d9488",
+    "#ea580c",
+    "#2563eb",
+    "#65a30d",
+    "#c026d3",
+    "#0284c7",
+    "#b45309",
+    "#7c3aed",
+    "#e11d48",
+    "#059669",
+    "#4338ca",
+    "#a16207",
+    "#be123c",
+]
 OTHER = "other"
+OTHER_COLOR = "#94a3b8"  # the folded rest, grey, never a series' colour
+
+
+def series_color(name: str) -> str:
+    """The colour of the series `name`, the same in every view (CRC-32 of its UTF-8 name)."""
+    if name == OTHER:
+        return OTHER_COLOR
+    return PALETTE[zlib.crc32(name.encode("utf-8")) % len(PALETTE)]
 
 
 @dataclass
@@ -107,9 +142,7 @@ def stacked_daily(
             for day, cost in series[label].items():
                 other[day] = other.get(day, 0.0) + cost
         folded[OTHER] = other
-    colors = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(folded)}
-    if OTHER in folded:
-        colors[OTHER] = PALETTE[-1]
+    colors = {label: series_color(label) for label in folded}
 
     plot_left, plot_right, plot_top, plot_bottom = 64, width - 8, 10, height - 24
     chart = Chart(width=width, height=height, plot_left=plot_left, plot_bottom=plot_bottom, plot_top=plot_top)

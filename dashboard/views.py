@@ -8,7 +8,8 @@ page also works as a plain link.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -24,9 +25,21 @@ from django.views.decorators.http import require_GET
 from dashboard import selectors
 from dashboard.charts import stacked_daily
 from dashboard.formatting import change, duration, tokens, usd
-from events.api import FIRST_YEAR, LAST_YEAR, amount_parse, cursor_valid
+from events.api import FIRST_YEAR, LAST_YEAR, amount_parse, cursor_valid, moment_parse
 from events.models import Run
-from events.selectors import TREE_MAX_DEPTH, BadCursor, RunFilters, run_list, run_root_sections, run_tree_detail
+from events.selectors import (
+    RUN_SORTS,
+    SORT_MAX_OFFSET,
+    TREE_MAX_DEPTH,
+    BadCursor,
+    RunFilters,
+    run_cost_distribution,
+    run_first_models,
+    run_page,
+    run_root_sections,
+    run_search_parse,
+    run_tree_detail,
+)
 from pricing.selectors import price_list_current
 from pricing.services import GENAI_PRICES_VERSION
 from projects.access import may_edit_global_prices
@@ -171,40 +184,126 @@ def _date(value: str | None) -> dt.date | None:
     return day if FIRST_YEAR <= day.year <= LAST_YEAR else None
 
 
-def _run_filters(params: Any) -> tuple[RunFilters, dict[str, str], list[str]]:
+def _bound(value: str, *, end: bool) -> tuple[dt.datetime | None, bool]:
+    """A From/To value as an instant: a date (From: its midnight; To: the
+    next one, so the day is included) or, as an insight's drill-down sends,
+    an ISO date-time (taken as it is).  Returns (instant, ok)."""
+    if not value:
+        return None, True
+    if "T" in value or " " in value:
+        moment = moment_parse(value)
+        return moment, moment is not None
+    day = _date(value)
+    if day is None:
+        return None, False
+    if end:
+        day += dt.timedelta(days=1)
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), True
+
+
+RUN_FILTER_KEYS = ("q", "service", "section", "model", "status", "since", "until", "min_cost")
+SORT_LABELS = {"start": "Started", "cost": "Cost", "duration": "Duration", "calls": "Calls"}
+# Sorting by a figure needs a period to sort (an index range); without From/To it is this many days up to today.
+SORT_DEFAULT_DAYS = 7
+
+
+@dataclass(slots=True)
+class RunQuery:
+    filters: RunFilters
+    raw: dict[str, str]
+    errors: list[str]
+    sort: str
+    descending: bool
+    default_period: bool  # the period was not given: SORT_DEFAULT_DAYS up to today
+
+
+def _run_query(params: Any) -> RunQuery:
     errors: list[str] = []
-    raw = {k: (params.get(k) or "").strip() for k in ("service", "section", "status", "since", "until", "min_cost")}
+    raw = {k: (params.get(k) or "").strip() for k in RUN_FILTER_KEYS}
     status = raw["status"] if raw["status"] in ("ok", "error") else None
     if raw["status"] and status is None:
         errors.append("Status is ok or error.")
-    since = _date(raw["since"])
-    until = _date(raw["until"])
-    for name, value, parsed in (("From", raw["since"], since), ("To", raw["until"], until)):
-        if value and parsed is None:
+    since, since_ok = _bound(raw["since"], end=False)
+    until, until_ok = _bound(raw["until"], end=True)
+    for name, ok in (("From", since_ok), ("To", until_ok)):
+        if not ok:
             errors.append(f"{name} is a date like 2026-11-26, from 0001-01-01 to 9998-12-31.")
     min_cost = None
     if raw["min_cost"]:
         min_cost = amount_parse(raw["min_cost"])
         if min_cost is None:
             errors.append("Min cost is a number of dollars, like 0.05.")
+    sort = params.get("sort") or "start"
+    if sort not in RUN_SORTS:
+        errors.append(f"Sort is one of {', '.join(RUN_SORTS)}.")
+        sort = "start"
+    descending = params.get("dir") != "asc"
+    default_period = False
+    if sort != "start" and since is None and until is None:
+        default_period = True
+        since = dt.datetime.combine(today_utc() - dt.timedelta(days=SORT_DEFAULT_DAYS - 1), dt.time(), tzinfo=dt.UTC)
     filters = RunFilters(
         section=raw["section"] or None,
         service=raw["service"] or None,
         status=status,
-        since=dt.datetime.combine(since, dt.time(), tzinfo=dt.UTC) if since else None,
-        # The "to" date is inclusive: runs started before the next midnight.
-        until=dt.datetime.combine(until + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) if until else None,
+        since=since,
+        until=until,
         min_cost=min_cost,
+        model=raw["model"] or None,
+        search=run_search_parse(raw["q"]),
     )
-    return filters, raw, errors
+    return RunQuery(filters, raw, errors, sort, descending, default_period)
 
 
-def _run_row(run: Run, roots: list[str], detail_prefix: str) -> dict[str, Any]:
+# Attribute keys shown first on a run's row; the others follow by name.
+BADGE_KEYS = ("user_id", "customer", "plan", "feature", "tenant", "team")
+BADGES_PER_ROW = 4
+BADGE_VALUE_MAX = 24
+SDK_RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def run_id_short(run_id: str) -> str:
+    """The part of a run id that tells runs apart.  SDK ids are a 20-hex-digit
+    per-process prefix and a 12-digit counter (llmobserve.context.new_run_id):
+    the prefix's first four digits, then the counter without its zeros
+    (`92be…2a`).  Other ids: whole up to 24 characters, else head and tail."""
+    if SDK_RUN_ID.fullmatch(run_id):
+        return f"{run_id[:4]}…{run_id[20:].lstrip('0') or '0'}"
+    if len(run_id) <= 24:
+        return run_id
+    return f"{run_id[:8]}…{run_id[-12:]}"
+
+
+def run_badges(attributes: Any) -> list[dict[str, str]]:
+    if not isinstance(attributes, dict):
+        return []
+    keys = sorted(attributes, key=lambda k: (BADGE_KEYS.index(k) if k in BADGE_KEYS else len(BADGE_KEYS), k))
+    out = []
+    for key in keys[:BADGES_PER_ROW]:
+        value = attributes[key]
+        if isinstance(value, (dict, list)):
+            continue
+        text = str(value)
+        out.append(
+            {
+                "key": key,
+                "value": text if len(text) <= BADGE_VALUE_MAX else text[: BADGE_VALUE_MAX - 1] + "…",
+                "full": text,
+                "q": f"{key}:{text}",
+            }
+        )
+    return out
+
+
+def _run_row(run: Run, roots: list[str], first_model: str | None, detail_prefix: str) -> dict[str, Any]:
     """One row of the run list with its texts formatted here: fifty rows through
     the template's `{% url %}` and `date` cost more than the page's queries."""
     return {
         "run": run,
         "roots": roots,
+        "short_id": run_id_short(run.run_id),
+        "badges": run_badges(getattr(run, "attributes", None)),
+        "model": first_model or "",
         "href": f"{detail_prefix}{quote(run.run_id, safe=RUN_ID_SAFE)}/",
         "started": timezone.localtime(run.started_at).strftime("%Y-%m-%d %H:%M:%S"),
         "calls": tokens(run.calls),
@@ -212,6 +311,13 @@ def _run_row(run: Run, roots: list[str], detail_prefix: str) -> dict[str, Any]:
         "duration": duration(run.duration_ms),
         "cost": usd(run.cost_usd),
     }
+
+
+def _offset(value: str | None) -> int:
+    try:
+        return max(0, min(int(value or 0), SORT_MAX_OFFSET))
+    except ValueError:
+        return 0
 
 
 @login_required
@@ -222,34 +328,116 @@ def run_list_page(request: HttpRequest) -> HttpResponse:
     project = choice.current
     if project is None:
         return _page(request, "dashboard/runs.html", context)
-    filters, raw, errors = _run_filters(request.GET)
+    query = _run_query(request.GET)
+    filters, raw, errors = query.filters, query.raw, query.errors
+    state = {**raw}
+    if query.sort != "start":
+        state["sort"] = query.sort
+    if not query.descending:
+        state["dir"] = "asc"
     cursor = request.GET.get("cursor") or None
+    offset = _offset(request.GET.get("offset"))
+    args: dict[str, Any] = {"sort": query.sort, "descending": query.descending}
     try:
         if cursor is not None and not cursor_valid(cursor):
             raise BadCursor(cursor)
-        runs, next_cursor = run_list(project_id=project.id, filters=filters, limit=RUNS_PER_PAGE, cursor=cursor)
+        page = run_page(
+            project_id=project.id, filters=filters, limit=RUNS_PER_PAGE, cursor=cursor, offset=offset, **args
+        )
     except BadCursor:
         errors.append("That page link has expired; showing the newest runs.")
         cursor = None
-        runs, next_cursor = run_list(project_id=project.id, filters=filters, limit=RUNS_PER_PAGE)
-    roots = run_root_sections(project_id=project.id, run_ids=[r.run_id for r in runs])
+        page = run_page(project_id=project.id, filters=filters, limit=RUNS_PER_PAGE, **args)
+    runs = page.runs
+    run_ids = [r.run_id for r in runs]
+    roots = run_root_sections(project_id=project.id, run_ids=run_ids)
+    models = run_first_models(project_id=project.id, run_ids=run_ids)
     detail_prefix = reverse("dashboard:run-detail", args=["-"])[:-2]
     filtered = any(raw.values())
     base_url = reverse("dashboard:runs")
+    first_page = cursor is None and offset == 0
+    if page.next_cursor:
+        older_url = base_url + _query(state, cursor=page.next_cursor)
+    elif page.next_offset is not None:
+        older_url = base_url + _query(state, offset=page.next_offset)
+    else:
+        older_url = None
+    today = today_utc()
+    presets = [
+        ("today", today, today),
+        ("yesterday", today - dt.timedelta(days=1), today - dt.timedelta(days=1)),
+        ("7 days", today - dt.timedelta(days=6), today),
+        ("30 days", today - dt.timedelta(days=29), today),
+    ]
+    sort_links = []
+    for key, label in SORT_LABELS.items():
+        current = key == query.sort
+        # A second click on the current sort turns it around.
+        desc = not query.descending if current else True
+        sort_links.append(
+            {
+                "key": key,
+                "label": label,
+                "current": current,
+                "descending": query.descending,
+                "url": base_url + _query(raw, sort=None if key == "start" else key, dir=None if desc else "asc"),
+            }
+        )
+    distribution = run_cost_distribution(project_id=project.id, filters=_distribution_filters(filters))
     context.update(
-        rows=[_run_row(r, roots.get(r.run_id, []), detail_prefix) for r in runs],
+        rows=[_run_row(r, roots.get(r.run_id, []), models.get(r.run_id), detail_prefix) for r in runs],
         filters=raw,
         filtered=filtered,
         errors=errors,
         cursor=cursor,
-        live=cursor is None,
+        sort=query.sort,
+        descending=query.descending,
+        sort_links=sort_links,
+        default_period=query.default_period,
+        sort_default_days=SORT_DEFAULT_DAYS,
+        scanned_to=page.scanned_to,
+        search=filters.search,
+        live=first_page and query.sort == "start" and query.descending,
         has_runs=bool(runs) or selectors.project_has_runs(project_id=project.id),
-        options=selectors.run_filter_options(project_id=project.id, since=today_utc() - dt.timedelta(days=90)),
-        table_url=base_url + _query(raw),
-        older_url=base_url + _query(raw, cursor=next_cursor) if next_cursor else None,
-        newest_url=base_url + _query(raw) if cursor else None,
+        options=selectors.run_filter_options(project_id=project.id, since=today - dt.timedelta(days=90)),
+        table_url=base_url + _query(state),
+        older_url=older_url,
+        newest_url=base_url + _query(state) if not first_page else None,
+        presets=[
+            {"label": label, "url": base_url + _query(raw, sort="cost", since=a.isoformat(), until=b.isoformat())}
+            for label, a, b in presets
+        ],
+        runs_url=base_url,
+        distribution=distribution,
+        distribution_period=_period_text(filters, default=query.default_period or not filters.since),
     )
     return _page(request, "dashboard/runs.html", context, partials=("run-table",), default_partial="run-table")
+
+
+DISTRIBUTION_DEFAULT_DAYS = 7
+
+
+def _distribution_filters(filters: RunFilters) -> RunFilters:
+    """The filters the distribution reads: the list's, with a period (the
+    last DISTRIBUTION_DEFAULT_DAYS days when none is given) so the database
+    reads an index range, never all runs."""
+    if filters.since is not None:
+        return filters
+    since = dt.datetime.combine(
+        today_utc() - dt.timedelta(days=DISTRIBUTION_DEFAULT_DAYS - 1), dt.time(), tzinfo=dt.UTC
+    )
+    return replace(filters, since=since)
+
+
+def _period_text(filters: RunFilters, *, default: bool) -> str:
+    if default and filters.since is None:
+        return f"the last {DISTRIBUTION_DEFAULT_DAYS} days (UTC)"
+    since = filters.since
+    until = filters.until
+    fmt = "%Y-%m-%d %H:%M"
+    left = since.strftime(fmt) if since else "the start"
+    right = until.strftime(fmt) if until else "now"
+    return f"{left} → {right} UTC"
 
 
 # The run page draws at most this many calls and sections of a run (GET

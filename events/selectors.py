@@ -5,10 +5,25 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q
+from django.db import connection
+from django.db.models import (
+    BooleanField,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+)
+from django.db.models.expressions import RawSQL
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.lookups import Exact
 
 from events.models import Event, Run, RunSection
 
@@ -21,6 +36,26 @@ def iso(moment: dt.datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+# A float carries 15-17 significant digits, of which sums of prices keep
+# about 12 honestly: 0.00006 + 0.00693 is 0.0069900000000000006, and an API
+# that prints the noise invites readers to trust it.  Costs and other derived
+# floats in JSON go through here.
+FLOAT_DIGITS = 12
+
+
+def float_round(value: float | None) -> float | None:
+    """`value` to FLOAT_DIGITS significant digits (0.0069900000000000006 -> 0.00699)."""
+    if value is None:
+        return None
+    if not math.isfinite(value) or value == 0:
+        return value
+    return float(f"{value:.{FLOAT_DIGITS}g}")
+
+
+def cost_details_round(details: dict[str, Any]) -> dict[str, Any]:
+    return {unit: float_round(v) if isinstance(v, float) else v for unit, v in details.items()}
 
 
 def cursor_encode(run: Run) -> str:
@@ -43,6 +78,38 @@ def cursor_decode(cursor: str) -> tuple[dt.datetime, int]:
 SPARSE_SECTION_RUNS = 1000
 
 
+@dataclass(slots=True, frozen=True)
+class RunSearch:
+    """What the run list's search box asked for (run_search_parse).
+
+    kind: "id" (run id prefix), "model" (a call to this model), "section" (a
+    section whose label contains the text, any case), "attribute" (the run's
+    attribute `key` equals the text) or "any" (a bare word: any of those,
+    the attribute under any key)."""
+
+    kind: str
+    value: str
+    key: str = ""
+
+
+SEARCH_KINDS = ("id", "model", "section")
+
+
+def run_search_parse(text: str) -> RunSearch | None:
+    """`id:9f3a`, `model:gpt-4o`, `section:classify`, `user_id:u-7` (any other
+    key is an attribute), or a bare word; None for blank text."""
+    text = text.strip()
+    if not text:
+        return None
+    key, sep, value = text.partition(":")
+    key, value = key.strip(), value.strip()
+    if sep and key and value and " " not in key:
+        if key in SEARCH_KINDS:
+            return RunSearch(kind=key, value=value)
+        return RunSearch(kind="attribute", key=key, value=value)
+    return RunSearch(kind="any", value=text)
+
+
 @dataclass
 class RunFilters:
     section: str | None = None
@@ -51,17 +118,98 @@ class RunFilters:
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     min_cost: float | None = None
+    model: str | None = None  # runs with at least one call to this model
+    search: RunSearch | None = None
 
 
-def run_list(
-    *, project_id: int, filters: RunFilters | None = None, limit: int = 50, cursor: str | None = None
-) -> tuple[list[Run], str | None]:
-    """Runs newest first, keyset-paginated on (started_at, id).
+# The run list's sorts: (what the URL says, the column or expression).
+RUN_SORTS = ("start", "cost", "duration", "calls")
+# A search that no index serves (a model, a section substring, an attribute)
+# tests at most this many runs per page, newest first from the cursor: a
+# page then costs the same whatever is stored, and when the runs tested hold
+# fewer matches than a page, the page says how far back it looked and links
+# on from there (RunPage.scanned_to).
+SEARCH_SCAN_RUNS = 5000
+# Sorts by cost, duration or calls page by offset up to here (twenty pages of
+# fifty): those orders have no keyset a link could carry cheaply across
+# ties, and the period they sort is bounded by the (project, started_at) index.
+SORT_MAX_OFFSET = 1000
 
-    Served by the (project, -started_at, -id) index: a page reads `limit`+1
-    rows however many runs are stored.
-    """
-    f = filters or RunFilters()
+
+@dataclass(slots=True)
+class RunPage:
+    runs: list[Run]
+    next_cursor: str | None = None  # time order: the key to continue after
+    next_offset: int | None = None  # metric order: the offset of the next page
+    scanned_to: dt.datetime | None = None  # the search tested runs back to here without filling the page
+
+
+def _prefix_after(value: str) -> str:
+    """The smallest string above every string that starts with `value`
+    (its last character incremented) in code-point order."""
+    return value[:-1] + chr(min(ord(value[-1]) + 1, 0x10FFFF))
+
+
+def _id_prefix(value: str) -> Q:
+    if connection.vendor == "sqlite":
+        # SQLite compares text byte-wise (BINARY), so a range is the prefix,
+        # and its (project, run_id) index serves it (its LIKE ignores case
+        # and no index serves it).
+        return Q(run_id__gte=value, run_id__lt=_prefix_after(value))
+    return Q(run_id__startswith=value)
+
+
+def _model_exists(project_id: int, model: str) -> Exists:
+    # Probed per run through the (project, run_id) index: a run's own events.
+    return Exists(Event.objects.filter(project_id=project_id, run_id=OuterRef("run_id"), model=model))
+
+
+def _section_contains(project_id: int, text: str) -> Exists:
+    return Exists(RunSection.objects.filter(project_id=project_id, run_id=OuterRef("run_id"), section__icontains=text))
+
+
+def _attribute_any(value: str) -> RawSQL:
+    table = connection.ops.quote_name(Run._meta.db_table)
+    if connection.vendor == "postgresql":
+        sql = f"EXISTS (SELECT 1 FROM jsonb_each_text({table}.attributes) AS a WHERE a.value = %s)"
+    else:
+        sql = f"EXISTS (SELECT 1 FROM json_each({table}.attributes) AS a WHERE CAST(a.value AS TEXT) = %s)"
+    return RawSQL(sql, [value], output_field=BooleanField())  # noqa: S611 - the value is a parameter
+
+
+def _attribute_equals(key: str, value: str) -> Q:
+    # Attribute values are stored as strings (events/attributes.py), so ->> compares as text.
+    return Q(Exact(KeyTextTransform(key, "attributes"), value))
+
+
+def _search_predicates(project_id: int, f: RunFilters) -> tuple[list[Q], list[Any]]:
+    """(filters an index serves, predicates tested run by run)."""
+    indexed: list[Q] = []
+    tested: list[Any] = []
+    if f.model:
+        tested.append(_model_exists(project_id, f.model))
+    search = f.search
+    if search is None:
+        return indexed, tested
+    if search.kind == "id":
+        indexed.append(_id_prefix(search.value))
+    elif search.kind == "model":
+        tested.append(_model_exists(project_id, search.value))
+    elif search.kind == "section":
+        tested.append(_section_contains(project_id, search.value))
+    elif search.kind == "attribute":
+        tested.append(_attribute_equals(search.key, search.value))
+    else:
+        tested.append(
+            _id_prefix(search.value)
+            | Q(_model_exists(project_id, search.value))
+            | Q(_section_contains(project_id, search.value))
+            | Q(_attribute_any(search.value))
+        )
+    return indexed, tested
+
+
+def _run_base(project_id: int, f: RunFilters) -> QuerySet[Run]:
     qs = Run.objects.filter(project_id=project_id)
     if f.service:
         qs = qs.filter(service=f.service)
@@ -75,11 +223,52 @@ def run_list(
         qs = qs.filter(started_at__lt=f.until)
     if f.min_cost is not None:
         qs = qs.filter(cost_usd__gte=f.min_cost)
+    return qs
+
+
+def run_list(
+    *, project_id: int, filters: RunFilters | None = None, limit: int = 50, cursor: str | None = None
+) -> tuple[list[Run], str | None]:
+    """Runs newest first, keyset-paginated on (started_at, id) (see run_page)."""
+    page = run_page(project_id=project_id, filters=filters, limit=limit, cursor=cursor)
+    return page.runs, page.next_cursor
+
+
+def run_page(
+    *,
+    project_id: int,
+    filters: RunFilters | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+    sort: str = "start",
+    descending: bool = True,
+    offset: int = 0,
+) -> RunPage:
+    """One page of runs.
+
+    By start (the default, newest first, or oldest first): keyset-paginated
+    on (started_at, id), served by the (project, -started_at, -id) index: a
+    page reads `limit`+1 rows however many runs are stored.  A search no index
+    serves tests at most SEARCH_SCAN_RUNS runs per page (see there).
+
+    By cost, duration or calls: the runs of the filters' period (the caller
+    bounds it) sorted by the database, paged by `offset` (at most
+    SORT_MAX_OFFSET).
+    """
+    f = filters or RunFilters()
+    qs = _run_base(project_id, f)
+    indexed, tested = _search_predicates(project_id, f)
+    qs = qs.filter(*indexed)
+    if sort != "start":
+        return _run_page_sorted(qs.filter(*tested), sort=sort, descending=descending, limit=limit, offset=offset)
     if cursor:
         when, ident = cursor_decode(cursor)
         # The leading `started_at <= when` bounds the index range scan even
         # when the planner cannot use the OR (e.g. stale statistics).
-        qs = qs.filter(Q(started_at__lte=when), Q(started_at__lt=when) | Q(id__lt=ident))
+        if descending:
+            qs = qs.filter(Q(started_at__lte=when), Q(started_at__lt=when) | Q(id__lt=ident))
+        else:
+            qs = qs.filter(Q(started_at__gte=when), Q(started_at__gt=when) | Q(id__gt=ident))
     sparse: list[str] | None = None
     if f.section:
         # A section few runs have: walking the newest runs and probing each for
@@ -99,15 +288,102 @@ def run_list(
             qs = qs.filter(started_at__lte=newest[0][1]).filter(
                 Exists(RunSection.objects.filter(project_id=project_id, run_id=OuterRef("run_id"), section=f.section))
             )
+    order = ("-started_at", "-id") if descending else ("started_at", "id")
+    scanned_to = None
     if sparse is not None:
-        found = list(qs.filter(run_id__in=sparse)) if sparse else []
-        found.sort(key=lambda r: (r.started_at, r.id), reverse=True)
+        found = list(qs.filter(run_id__in=sparse).filter(*tested)) if sparse else []
+        found.sort(key=lambda r: (r.started_at, r.id), reverse=descending)
         runs = found[: limit + 1]
+    elif tested:
+        # Test the next SEARCH_SCAN_RUNS runs only (an index range), then the predicates on those.
+        window = qs.order_by(*order).values("id")[:SEARCH_SCAN_RUNS]
+        runs = list(Run.objects.filter(id__in=Subquery(window)).filter(*tested).order_by(*order)[: limit + 1])
+        if len(runs) <= limit:
+            last = list(qs.order_by(*order).values_list("started_at", "id")[SEARCH_SCAN_RUNS - 1 : SEARCH_SCAN_RUNS])
+            if last:
+                scanned_to = last[0][0]
+                resume = Run(started_at=last[0][0], id=last[0][1])
+                return RunPage(runs=runs, next_cursor=cursor_encode(resume), scanned_to=scanned_to)
     else:
-        runs = list(qs.order_by("-started_at", "-id")[: limit + 1])
+        runs = list(qs.order_by(*order)[: limit + 1])
     more = len(runs) > limit
     runs = runs[:limit]
-    return runs, (cursor_encode(runs[-1]) if more and runs else None)
+    return RunPage(runs=runs, next_cursor=cursor_encode(runs[-1]) if more and runs else None)
+
+
+def _duration() -> ExpressionWrapper:
+    return ExpressionWrapper(F("ended_at") - F("started_at"), output_field=DurationField())
+
+
+def _run_page_sorted(qs: QuerySet[Run], *, sort: str, descending: bool, limit: int, offset: int) -> RunPage:
+    offset = max(0, min(offset, SORT_MAX_OFFSET))
+    if sort == "duration":
+        qs = qs.annotate(duration=_duration())
+    column = {"cost": "cost_usd", "duration": "duration", "calls": "calls"}[sort]
+    order = (F(column).desc(), F("id").desc()) if descending else (F(column).asc(), F("id").asc())
+    runs = list(qs.order_by(*order)[offset : offset + limit + 1])
+    more = len(runs) > limit and offset + limit <= SORT_MAX_OFFSET
+    return RunPage(runs=runs[:limit], next_offset=offset + limit if more else None)
+
+
+@dataclass(slots=True, frozen=True)
+class CostDistribution:
+    runs: int
+    p50: float | None
+    p95: float | None
+    max: float | None
+
+
+def run_cost_distribution(*, project_id: int, filters: RunFilters) -> CostDistribution:
+    """Cost per run over the filtered runs: count, p50, p95 (nearest rank:
+    the value at rank ceil(p/100 × n) of the sorted costs) and the maximum,
+    computed by the database.
+
+    The caller bounds the period (filters.since): the runs are read through
+    the (project, started_at) index range.  The section filter is applied;
+    a search is not (it would test every run of the period).
+    """
+    qs = _run_base(project_id, filters)
+    if filters.section:
+        qs = qs.filter(
+            Exists(RunSection.objects.filter(project_id=project_id, run_id=OuterRef("run_id"), section=filters.section))
+        )
+    if filters.model:
+        qs = qs.filter(_model_exists(project_id, filters.model))
+    inner, params = qs.order_by().values("cost_usd").query.sql_with_params()
+    sql = f"""
+        WITH ranked AS (
+            SELECT cost_usd AS c, ROW_NUMBER() OVER (ORDER BY cost_usd) AS rn, COUNT(*) OVER () AS n
+            FROM ({inner}) AS r
+        )
+        SELECT MAX(n), MAX(CASE WHEN rn = (50 * n + 99) / 100 THEN c END),
+               MAX(CASE WHEN rn = (95 * n + 99) / 100 THEN c END), MAX(c)
+        FROM ranked
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        n, p50, p95, top = cursor.fetchone()
+    if not n:
+        return CostDistribution(runs=0, p50=None, p95=None, max=None)
+    return CostDistribution(runs=int(n), p50=float(p50), p95=float(p95), max=float(top))
+
+
+def run_first_models(*, project_id: int, run_ids: list[str]) -> dict[str, str]:
+    """The model of each run's first stored call that names one (one index probe per run)."""
+    if not run_ids:
+        return {}
+    first = (
+        Event.objects.filter(project_id=project_id, run_id=OuterRef("run_id"))
+        .exclude(model=None)
+        .exclude(model="")
+        # By id, the order ingest stored them: SQLite's (project, run_id) index
+        # keeps that order and stops at the first; ORDER BY started_at leads its
+        # planner onto the project-wide time index.
+        .order_by("id")
+        .values("model")[:1]
+    )
+    rows = Run.objects.filter(project_id=project_id, run_id__in=run_ids).annotate(first_model=Subquery(first))
+    return {run_id: model for run_id, model in rows.values_list("run_id", "first_model") if model}
 
 
 def run_root_sections(*, project_id: int, run_ids: list[str]) -> dict[str, list[str]]:
@@ -133,7 +409,7 @@ def run_summary(run: Run, root_sections: list[str]) -> dict[str, Any]:
         "calls": run.calls,
         "input_tokens": run.input_tokens,
         "output_tokens": run.output_tokens,
-        "cost_usd": run.cost_usd,
+        "cost_usd": float_round(run.cost_usd),
         "status": run.status,
         "root_sections": root_sections,
         "unpriced_calls": run.unpriced_calls,
@@ -409,8 +685,8 @@ def _omitted_node(run: Run, calls: list[dict[str, Any]], *, errors_read: int) ->
         "name": f"{count:,} more call{'s' if count != 1 else ''} not shown",
         "span_type": "omitted",
         "section_path": None,
-        "cost_usd": cost,
-        "self_cost_usd": cost,
+        "cost_usd": float_round(cost),
+        "self_cost_usd": float_round(cost),
         "calls": count,
         "input_tokens": max(run.input_tokens - sum(row["input_tokens"] for row in calls), 0),
         "output_tokens": max(run.output_tokens - sum(row["output_tokens"] for row in calls), 0),
@@ -458,6 +734,10 @@ def _public(roots: list[dict[str, Any]], *, failed: bool = False) -> list[dict[s
             node["failed"] = node["_failed"]
         for key in _PRIVATE:
             node.pop(key, None)
+        node["cost_usd"] = float_round(node["cost_usd"])
+        node["self_cost_usd"] = float_round(node["self_cost_usd"])
+        if "cost_details" in node:
+            node["cost_details"] = cost_details_round(node["cost_details"])
         if depth > TREE_MAX_DEPTH and node["span_type"] == "section":
             node["folded"] = True
             into, depth = beside, TREE_MAX_DEPTH

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import Case, F, IntegerField, QuerySet, Value, When
 
+from events.selectors import float_round
 from insights.models import Insight, InsightComputation
 
 SEVERITY_ORDER = Case(
@@ -45,10 +46,10 @@ def insight_as_dict(insight: Insight) -> dict[str, Any]:
         "section": insight.section or None,  # None: calls outside any section
         "model": insight.model or None,
         "endpoint": insight.endpoint or None,
-        "observed": insight.observed,
-        "baseline": insight.baseline,
-        "ratio": insight.ratio,
-        "est_savings_usd": insight.est_savings_usd,
+        "observed": float_round(insight.observed),
+        "baseline": float_round(insight.baseline),
+        "ratio": float_round(insight.ratio),
+        "est_savings_usd": float_round(insight.est_savings_usd),
         "message": insight.message,
         "details": insight.details,
     }

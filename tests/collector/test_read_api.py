@@ -219,3 +219,31 @@ def test_schema_documents_ingest_from_the_validation_types(client):
     event = schema["components"]["schemas"]["EventIn"]
     assert set(event["required"]) == {"event_id", "run_id", "span_id", "started_at"}
     assert event["properties"]["run_id"]["maxLength"] == 128
+
+
+def test_costs_in_json_are_rounded_to_what_a_float_can_say(api: Api):
+    """0.00006 + 0.00693 is 0.0069900000000000006 in floats; the API says 0.00699."""
+    from events.models import Event, Run
+
+    noisy = 0.00006 + 0.00693
+    assert repr(noisy) == "0.0069900000000000006"
+    assert api.post_events([make_event(run_id="run-noise", event_id="ev-noise")]).status_code == 200
+    Run.objects.filter(run_id="run-noise").update(cost_usd=noisy)
+    Event.objects.filter(event_id="ev-noise").update(cost_usd=noisy, cost_details={"input_tokens": noisy})
+    latest = api.get("/runs/latest")
+    assert b'"cost_usd":0.00699' in latest.content.replace(b" ", b"")
+    assert b"0.0069900000000000006" not in latest.content
+    tree = api.get("/runs/run-noise")
+    assert b"0.0069900000000000006" not in tree.content
+    (call,) = tree.json()["tree"]
+    assert call["cost_usd"] == 0.00699 and call["cost_details"] == {"input_tokens": 0.00699}
+    assert tree.json()["cost_usd"] == 0.00699
+
+
+def test_float_round_keeps_twelve_significant_digits():
+    from events.selectors import float_round
+
+    assert float_round(0.1 + 0.2) == 0.3
+    assert float_round(123456.789012345678) == 123456.789012
+    assert float_round(0.0) == 0.0 and float_round(None) is None
+    assert float_round(1e-12 / 3) == 3.33333333333e-13

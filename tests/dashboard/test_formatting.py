@@ -89,3 +89,22 @@ def test_stacked_chart_geometry():
     # Round gridline labels.
     assert [g["label"] for g in chart.gridlines] == ["$0.00", "$20.00", "$40.00", "$60.00", "$80.00"]
     assert stacked_daily({}, start=day, end=day).empty
+
+
+def test_a_series_keeps_its_colour_across_charts_and_periods():
+    import zlib
+
+    from dashboard.charts import OTHER_COLOR, PALETTE, series_color
+
+    day = dt.date(2026, 11, 1)
+    alone = stacked_daily({"tool:web_search": {day: 1.0}}, start=day, end=day)
+    crowded = stacked_daily(
+        {f"s{i}": {day: float(10 + i)} for i in range(12)} | {"tool:web_search": {day: 50.0}},
+        start=day,
+        end=day - dt.timedelta(days=0),
+    )
+    colour = {item["label"]: item["color"] for item in alone.legend}["tool:web_search"]
+    assert colour == {item["label"]: item["color"] for item in crowded.legend}["tool:web_search"]
+    # By hand: CRC-32 of the name picks the palette entry.
+    assert colour == PALETTE[zlib.crc32(b"tool:web_search") % 20] == series_color("tool:web_search")
+    assert {item["label"]: item["color"] for item in crowded.legend}["other"] == OTHER_COLOR
