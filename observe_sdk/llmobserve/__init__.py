@@ -13,10 +13,12 @@ import collections
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import _state
+from ._guard import BudgetExceeded, BudgetState
 from .context import run, section, trace
 from .exporter import Exporter
 
@@ -30,6 +32,8 @@ __all__ = [
     "uninstrument",
     "stats",
     "is_enabled",
+    "BudgetExceeded",
+    "budgets_ready",
 ]
 __version__ = "0.1.0"
 
@@ -127,6 +131,9 @@ def observe(
     exit_timeout: float = DEFAULT_EXIT_TIMEOUT,
     instrument: Iterable[str] = ("openai", "pinecone"),
     before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+    enforce_budgets: bool = False,
+    budget_poll_interval: float = 30.0,
+    fail_closed: bool = False,
 ) -> bool:
     """Start observing: patch the installed ``openai``/``pinecone`` clients and
     send events to ``{collector_url}/events`` from a background thread.
@@ -149,6 +156,16 @@ def observe(
     (a SPEC §2 dict): return it (changed or not) to send it, or None to drop
     it, e.g. to scrub attributes. An exception in it drops that event and is
     logged (a scrubbing hook that fails must not let the raw event through).
+
+    ``enforce_budgets=True`` (opt-in): the exporter thread polls
+    ``GET /budgets/status`` every ``budget_poll_interval`` seconds; while a
+    ``hard`` budget whose scope covers a call is exceeded, the call raises
+    :class:`BudgetExceeded` before it is sent. Fail-open: a collector that
+    is down, slow, without the endpoint (404) or answering nonsense lets
+    calls proceed. ``fail_closed=True`` (only with ``enforce_budgets``)
+    refuses calls instead while the status is unknown or stale (no good
+    answer for 3 poll intervals): see :func:`budgets_ready`.
+    ``run(max_cost_usd=...)`` needs none of this (see :class:`run`).
     """
     global _atexit_registered, _exit_timeout, _said_no_key
     try:
@@ -165,6 +182,9 @@ def observe(
                 sample_rate = float(env_rate) if env_rate else 1.0
             except ValueError:
                 sample_rate = 1.0
+        budgets = None
+        if enforce_budgets:
+            budgets = BudgetState(max(0.05, float(budget_poll_interval)), bool(fail_closed))
         with _lock:
             old = _state.exporter
             _state.exporter = new = Exporter(
@@ -178,12 +198,19 @@ def observe(
                 backoff_max=backoff_max,
                 request_timeout=request_timeout,
                 before_send=before_send,
+                budgets=budgets,
             )
+            _state.prices = new.prices
+            _state.budgets = budgets
+            if budgets is not None:
+                _state.guarding = True
             _state.service = service or environ.get("LLMOBSERVE_SERVICE") or _state.service
             _state.sample_rate = min(1.0, max(0.0, float(sample_rate)))
             _exit_timeout = max(0.0, float(exit_timeout))
             _instrument(instrument)
             _state.active = True
+            if budgets is not None:
+                new.start()  # the first poll now, not at the first event
             if not _atexit_registered:
                 atexit.register(_at_exit)
                 _atexit_registered = True
@@ -219,6 +246,7 @@ def shutdown(timeout: float = 2.0) -> bool:
         exp = _state.exporter
         _state.active = False
         _state.exporter = None
+        _state.budgets = None
     if exp is None:
         return True
     try:
@@ -252,6 +280,31 @@ def stats() -> dict[str, Any]:
 
 def is_enabled() -> bool:
     return _state.active
+
+
+def budgets_ready(timeout: float = 5.0) -> bool:
+    """With ``observe(enforce_budgets=True)``: wait (at most ``timeout``
+    seconds) until the exporter thread has polled ``GET /budgets/status``
+    once more, and say whether the status is now known and fresh. Useful
+    right after ``observe(..., fail_closed=True)``, whose calls are refused
+    until the first good answer. False when budgets are not enforced.
+    Never raises."""
+    try:
+        exp = _state.exporter
+        b = _state.budgets
+        if exp is None or b is None:
+            return False
+        seen = exp.polls_done
+        exp._next_poll = 0.0  # due now
+        exp.start()
+        exp._wake.set()
+        deadline = time.monotonic() + max(0.0, timeout)
+        while exp.polls_done == seen and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return not b.stale()
+    except Exception:
+        logger.debug("llmobserve: budgets_ready failed", exc_info=True)
+        return False
 
 
 def _at_exit() -> None:

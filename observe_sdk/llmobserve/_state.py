@@ -7,6 +7,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable
+
+    from ._guard import BudgetState
     from .context import Frame
     from .exporter import Exporter
 
@@ -21,6 +24,18 @@ exporter: Exporter | None = None
 
 #: Set at interpreter exit once the last flush is over: nothing more is said.
 quiet: bool = False
+
+# The budget guard (_guard.py), opt-in. ``guarding`` stays False until a
+# capped run is entered or observe(enforce_budgets=True): until then a wrapped
+# call reads this one flag and nothing else of the guard.
+guarding: bool = False
+#: observe(enforce_budgets=True): what the exporter last learnt from /budgets/status
+budgets: BudgetState | None = None
+#: (provider, model) -> _guard.Rates, or None (no price / could not fetch it:
+#: counts $0); filled by the exporter thread only
+prices: dict[tuple[str, str], Any] = {}
+#: _guard.account, set when the guard module is imported
+account: Callable[..., None] | None = None
 
 _logger = logging.getLogger("llmobserve")
 
@@ -64,11 +79,16 @@ def emit_call(
     payload_kind: int,
     payload: Any,
     attrs: dict | None,
+    req_model: Any = None,
 ) -> None:
     """Queue one instrumented call. Everything costly (ids, timestamps,
     token extraction, JSON, gzip) happens later on the exporter thread.
     ``provider``: a name, or (name, the API host its client talked to) —
-    OpenAI calls pass their client's pair, worked out once per client."""
+    OpenAI calls pass their client's pair, worked out once per client.
+    ``req_model``: the model the request named (``model`` may be the
+    response's dated snapshot), for a capped run's accounting."""
+    if guarding and frame is not None and frame.budget is not None and account is not None:
+        account(frame.budget, provider, model, req_model, payload_kind, payload)
     exp = exporter
     if exp is not None:
         exp.put(

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from . import _state
 
-__all__ = ["Frame", "section", "trace", "run", "current_frame", "MAX_SECTION_DEPTH"]
+__all__ = ["Frame", "RunBudget", "section", "trace", "run", "current_frame", "MAX_SECTION_DEPTH"]
 
 #: Sections nest at most this deep: a ``section()`` inside the 64th level adds
 #: no level (what runs in it is recorded in the 64th-level section), said once.
@@ -70,7 +70,7 @@ if hasattr(os, "register_at_fork"):
 class Frame:
     """One open run or section."""
 
-    __slots__ = ("run_id", "span_id", "label", "path", "parent", "sampled", "attrs", "depth")
+    __slots__ = ("run_id", "span_id", "label", "path", "parent", "sampled", "attrs", "depth", "budget")
 
     def __init__(
         self,
@@ -82,6 +82,7 @@ class Frame:
         sampled: bool,
         attrs: dict[str, Any] | None,
         depth: int = 0,
+        budget: RunBudget | None = None,
     ) -> None:
         self.run_id = run_id
         self.span_id = span_id  # None for a bare run() frame
@@ -91,9 +92,35 @@ class Frame:
         self.sampled = sampled
         self.attrs = attrs  # run attributes, inherited by every event of the run
         self.depth = depth  # sections in path (0: a bare run() frame)
+        # the innermost capped run's spend (run(max_cost_usd=...)), inherited by
+        # its sections and by runs opened inside it; None: no cap applies
+        self.budget = budget
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Frame(run={self.run_id!r}, span={self.span_id!r}, path={self.path!r})"
+
+
+class RunBudget:
+    """A capped run's spend as the SDK counts it (``run(max_cost_usd=...)``):
+    ``spent`` grows as the run's calls finish (``_guard.account``);
+    ``pending`` holds usages whose price is not fetched yet; ``parent``: the
+    enclosing capped run, whose spend grows too (a nested run cannot escape
+    the cap of the run it is opened in)."""
+
+    __slots__ = ("cap", "spent", "pending", "parent", "run_id")
+
+    def __init__(self, cap: float, parent: RunBudget | None, run_id: str) -> None:
+        self.cap = cap
+        self.spent = 0.0
+        self.pending: list[Any] = []
+        self.parent = parent
+        self.run_id = run_id
+
+    def add(self, usd: float) -> None:
+        b: RunBudget | None = self
+        while b is not None:
+            b.spent += usd
+            b = b.parent
 
 
 _current: contextvars.ContextVar[Frame | None] = contextvars.ContextVar("llmobserve_frame", default=None)
@@ -145,7 +172,15 @@ class section:
             elif (depth := parent.depth) < MAX_SECTION_DEPTH:
                 path = label if parent.path is None else parent.path + "/" + label
                 frame = Frame(
-                    parent.run_id, new_span_id(), label, path, parent, parent.sampled, parent.attrs, depth + 1
+                    parent.run_id,
+                    new_span_id(),
+                    label,
+                    path,
+                    parent,
+                    parent.sampled,
+                    parent.attrs,
+                    depth + 1,
+                    parent.budget,
                 )
             else:  # too deep: no level of its own, no section event; its calls go to the parent
                 _too_deep(label, parent)
@@ -258,21 +293,57 @@ def trace(
 
 # --------------------------------------------------------------------------- run
 class run:
-    """``with run(run_id=None, **attributes):`` an explicit run boundary.
+    """``with run(run_id=None, *, max_cost_usd=None, **attributes):`` an explicit run boundary.
 
     Everything inside (sections and calls) shares one ``run_id``; the
     attributes (``user_id=…``, tags) are copied onto every event of the run.
-    Inside an already open run it starts a new one (a fresh boundary)."""
+    Inside an already open run it starts a new one (a fresh boundary).
 
-    __slots__ = ("run_id", "attributes", "_token")
+    ``max_cost_usd`` (a keyword, never an attribute): the run's cap. The SDK
+    counts the run's cost as its calls finish (their usage priced with rates
+    fetched from the collector); a call that would start with the run's
+    spend already at or past the cap raises ``llmobserve.BudgetExceeded``
+    before its request is sent. Nested runs: the cost of a run opened inside
+    a capped run counts towards that run's cap too, and a call is refused
+    when any enclosing cap is reached (a nested run cannot escape its
+    parent's cap; its own cap can only be tighter). A capped run is always
+    recorded (never sampled out: its calls' usage is what is counted).
+    """
 
-    def __init__(self, run_id: str | None = None, **attributes: Any) -> None:
+    __slots__ = ("run_id", "attributes", "max_cost_usd", "_token", "_budget")
+
+    def __init__(self, run_id: str | None = None, *, max_cost_usd: float | None = None, **attributes: Any) -> None:
         self.run_id = str(run_id)[:128] if run_id is not None else new_run_id()
         self.attributes = attributes or None
+        if max_cost_usd is not None:
+            # a cap that silently did nothing would be worse than an error here
+            if isinstance(max_cost_usd, bool) or not isinstance(max_cost_usd, int | float):
+                raise TypeError(f"max_cost_usd must be a number of USD, not {type(max_cost_usd).__name__}")
+            max_cost_usd = float(max_cost_usd)
+            if not max_cost_usd >= 0.0:  # NaN too
+                raise ValueError(f"max_cost_usd must be >= 0, not {max_cost_usd!r}")
+        self.max_cost_usd = max_cost_usd
         self._token: contextvars.Token | None = None
+        self._budget: RunBudget | None = None
+
+    @property
+    def spent_usd(self) -> float | None:
+        """The run's cost so far as the SDK counted it (capped runs; None otherwise)."""
+        b = self._budget
+        return None if b is None else b.spent
 
     def __enter__(self) -> run:
-        frame = Frame(self.run_id, None, None, None, None, _decide_sampled(), self.attributes)
+        cap = self.max_cost_usd
+        budget = None
+        if cap is not None or _state.guarding:
+            outer = _current.get()
+            budget = outer.budget if outer is not None else None
+            if cap is not None:
+                budget = RunBudget(cap, budget, self.run_id)
+                self._budget = budget
+                _state.guarding = True
+        sampled = True if budget is not None else _decide_sampled()
+        frame = Frame(self.run_id, None, None, None, None, sampled, self.attributes, 0, budget)
         self._token = _current.set(frame)
         return self
 
@@ -293,21 +364,22 @@ class run:
         return self.__exit__(exc_type, exc, tb)
 
     def __call__(self, fn: F) -> F:
-        # as a decorator every call is a run of its own (fresh run_id)
+        # as a decorator every call is a run of its own (fresh run_id, its own cap)
         attrs = self.attributes or {}
+        cap = self.max_cost_usd
 
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                with run(None, **attrs):
+                with run(None, max_cost_usd=cap, **attrs):
                     return await fn(*args, **kwargs)
 
             return awrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with run(None, **attrs):
+            with run(None, max_cost_usd=cap, **attrs):
                 return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -41,7 +41,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from . import _state
+from . import _guard, _state
 from ._events import build_event
 
 logger = logging.getLogger("llmobserve")
@@ -64,6 +64,16 @@ _LONG_NUMBER = re.compile(rb"[:,\[]-?[0-9]{16}")
 _RETRY_AFTER_MAX = 60.0
 # an outage starting within this many seconds of the last one said is not said again
 OUTAGE_NOTICE_INTERVAL = 300.0
+# the budget guard (see _guard.py): a fetched price is asked again after
+# PRICE_TTL seconds, one the collector could not give after PRICE_RETRY; at
+# most PRICE_FETCHES_PER_TICK prices are fetched between two batches; the
+# budgets' status is stale after STALE_POLLS poll intervals without an answer
+PRICE_TTL = 600.0
+PRICE_RETRY = 30.0
+PRICE_FETCHES_PER_TICK = 32
+STALE_POLLS = 3
+# a backoff wait is cut in slices this long so the guard's polls go on
+GUARD_SLICE = 0.2
 
 
 def _default(obj: Any) -> str:
@@ -179,8 +189,13 @@ class Exporter:
         backoff_max: float = 10.0,
         request_timeout: float = 5.0,
         before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+        budgets: _guard.BudgetState | None = None,
     ) -> None:
         self.before_send = before_send
+        # observe(enforce_budgets=True): polled from this thread; None: off
+        self.budgets = budgets
+        # (provider, model) -> Rates or None: the calling threads read it (_state.prices)
+        self.prices: dict[tuple[str, str], Any] = {}
         self.url = collector_url.rstrip("/") + "/events"
         self.api_key = api_key
         self.max_queue = max(1, int(max_queue))
@@ -200,11 +215,14 @@ class Exporter:
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port
         self._path = (parts.path or "/events") + (f"?{parts.query}" if parts.query else "")
+        # GET paths of the guard (/pricing/resolve, /budgets/status): this prefix + the path
+        self._base = (parts.path or "/events")[: -len("/events")]
         self._proxy = _proxy_for(self._scheme, self._host)
         if self._proxy is not None:
             if self._scheme != "https":
                 # a forward proxy takes the absolute URL on the request line
                 self._path = f"http://{parts.netloc.rpartition('@')[2]}{self._path}"
+                self._base = f"http://{parts.netloc.rpartition('@')[2]}{self._base}"
                 if self._proxy[2]:
                     headers["Proxy-Authorization"] = self._proxy[2]
             logger.debug("llmobserve: posting to %s through proxy %s:%s", self.url, *self._proxy[:2])
@@ -249,6 +267,20 @@ class Exporter:
         self._outage_said = False
         self._outage_lost0 = 0
         self._outage_said_at = -math.inf
+        # the budget guard: prices asked by the calling threads (set.add and
+        # pop are atomic under the GIL), when each cached price is due again,
+        # the next poll of /budgets/status, a connection of its own
+        self._wanted: set[tuple[str, str]] = set()
+        # (a forked child asks again for the prices its parent had)
+        self._price_due: dict[tuple[str, str], float] = dict.fromkeys(self.prices, 0.0)
+        self._next_price_due = 0.0 if self._price_due else math.inf
+        self._next_poll = 0.0
+        self._gconn: http.client.HTTPConnection | None = None
+        self.polls = 0  # answers to /budgets/status read (good ones)
+        self.poll_failures = 0
+        self.polls_done = 0  # polls ended, answered or not
+        self.price_fetches = 0
+        self.refused = 0  # calls the guard refused (BudgetExceeded)
 
     def after_fork_in_child(self) -> None:
         # The parent's queue (and its lock, possibly held by the parent's worker
@@ -268,6 +300,12 @@ class Exporter:
             t = threading.Thread(target=self._run, name="llmobserve-exporter", daemon=True)
             self._thread = t
             t.start()
+
+    def start(self) -> None:
+        """Start the worker now (observe(enforce_budgets=True): the first poll
+        must not wait for the first event)."""
+        if self._thread is None and not self._closed:
+            self._ensure_thread()
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -350,6 +388,39 @@ class Exporter:
             logger.debug("llmobserve: shutdown failed", exc_info=True)
         return ok
 
+    def want_price(self, key: tuple[str, str]) -> None:
+        """A calling thread needs the price of ``key``: fetched by the worker
+        at its next wake-up (woken now). Never blocks, never raises."""
+        try:
+            if key in self._wanted:
+                return
+            self._wanted.add(key)
+            if self._thread is None:
+                if self._closed:
+                    return
+                self._ensure_thread()
+            self._wake.set()
+        except Exception:  # pragma: no cover
+            logger.debug("llmobserve: want_price failed", exc_info=True)
+
+    def guard_stats(self) -> dict[str, Any]:
+        b = self.budgets
+        age = None
+        if b is not None and b.polled_at is not None:
+            age = round(time.monotonic() - b.polled_at, 3)
+        return {
+            "prices_cached": sum(1 for v in list(self.prices.values()) if v is not None),
+            "prices_unknown": sorted(f"{p}/{m}" for (p, m), v in list(self.prices.items()) if v is None),
+            "price_fetches": self.price_fetches,
+            "budget_polls": self.polls,
+            "budget_poll_failures": self.poll_failures,
+            "budget_status_age_s": age,
+            "budgets_exceeded_hard": None
+            if b is None or b.blocked is None
+            else (sum(len(r) for r in b.blocked.by_model.values()) + len(b.blocked.any_model)),
+            "refused": self.refused,
+        }
+
     def stats(self) -> dict[str, Any]:
         return {
             "queued": self.queued(),
@@ -361,6 +432,7 @@ class Exporter:
             "built": self.built,
             "dropped_hook": self.dropped_hook,
             "cpu_seconds": self.cpu_seconds,
+            "guard": self.guard_stats(),
         }
 
     # ------------------------------------------------------------------- worker
@@ -368,8 +440,13 @@ class Exporter:
         cpu0 = self._cpu0 = time.thread_time()
         while True:
             try:
-                self._wake.wait(self.flush_interval)
+                self._guard_tick()
+                wait = self.flush_interval
+                if self.budgets is not None:
+                    wait = min(wait, max(0.0, self._next_poll - time.monotonic()))
+                self._wake.wait(wait)
                 self._wake.clear()
+                self._guard_tick()  # prices asked meanwhile: fetched before the batch (flush() sees them)
                 self._drain()
             except Exception:  # pragma: no cover - never die
                 logger.debug("llmobserve: exporter loop error", exc_info=True)
@@ -488,11 +565,24 @@ class Exporter:
             attempt += 1
             logger.debug("llmobserve: POST %s -> %s, retry %d in %.2fs", self.url, reason, attempt, delay)
             # cut short at exit/shutdown (one last immediate attempt) or when the queue fills up
-            self._kick.wait(delay)
+            self._backoff_wait(delay)
             if not self._no_retry:
                 self._kick.clear()
             if self._queue_full():
                 return self._drop_in_flight(n)
+
+    def _backoff_wait(self, delay: float) -> None:
+        """Wait ``delay`` (or until kicked); with the guard in use, in slices,
+        so its polls and price fetches go on while a batch waits to retry."""
+        if self.budgets is None and not self._wanted and not self._price_due:
+            self._kick.wait(delay)
+            return
+        end = time.monotonic() + delay
+        while True:
+            left = end - time.monotonic()
+            if left <= 0 or self._kick.wait(min(left, GUARD_SLICE)):
+                return
+            self._guard_tick()
 
     def _drop_in_flight(self, n: int) -> bool:
         """The queue filled up behind the batch being retried: drop that batch,
@@ -579,6 +669,145 @@ class Exporter:
             f"status:{status}",
             f"llmobserve: the collector at {self.url} rejected a batch of {n} events with HTTP {status}; dropped{hint}",
         )
+
+    # ------------------------------------------------------------ the guard
+    def _guard_tick(self) -> None:
+        """Poll /budgets/status when due, fetch the prices asked for and
+        refresh those due. Runs on the worker only; never raises."""
+        try:
+            if self.budgets is not None and time.monotonic() >= self._next_poll:
+                self._poll_budgets()
+            if self._wanted or time.monotonic() >= self._next_price_due:
+                self._fetch_prices()
+        except Exception:  # pragma: no cover - never die
+            logger.debug("llmobserve: budget guard error", exc_info=True)
+
+    def _poll_budgets(self) -> None:
+        try:
+            self._poll_budgets_once()
+        finally:
+            self.polls_done += 1  # budgets_ready() waits for this
+
+    def _poll_budgets_once(self) -> None:
+        b = self.budgets
+        assert b is not None
+        status, body = self._get("/budgets/status")
+        self._next_poll = time.monotonic() + b.interval
+        where = f"{self._base_url()}/budgets/status"
+        if status == 200:
+            try:
+                blocked, n = _guard.status_compile(json.loads(body), _state.service)
+            except Exception:
+                blocked = None
+                n = -1
+            if n >= 0:
+                b.blocked = blocked
+                b.budgets = n
+                now = time.monotonic()
+                b.polled_at = now
+                b.fresh_until = now + STALE_POLLS * b.interval
+                self.polls += 1
+                return
+            self._say("budgets:json", f"llmobserve: {where} answered something that is not a budgets status: ignored")
+        elif status in (401, 403):
+            self._say(
+                "budgets:auth",
+                f"llmobserve: {where} rejected the API key (HTTP {status}): enforce_budgets cannot see the budgets "
+                "(calls proceed unless fail_closed=True)",
+            )
+        elif status in (404, 405):
+            self._say(
+                "budgets:missing",
+                f"llmobserve: {where} does not exist (HTTP {status}; a collector without budgets?): "
+                "enforce_budgets cannot see the budgets (calls proceed unless fail_closed=True)",
+            )
+        self.poll_failures += 1
+        if time.monotonic() > b.fresh_until:
+            b.blocked = None  # stale: fail-open forgets it (fail_closed refuses on staleness itself)
+
+    def _fetch_prices(self) -> None:
+        now = time.monotonic()
+        keys: list[tuple[str, str]] = []
+        while self._wanted and len(keys) < PRICE_FETCHES_PER_TICK:
+            try:
+                keys.append(self._wanted.pop())
+            except KeyError:
+                break
+        if now >= self._next_price_due:
+            keys += [k for k, due in list(self._price_due.items()) if due <= now and k not in keys]
+        for key in keys[: PRICE_FETCHES_PER_TICK * 2]:
+            if self._stop.is_set() and self._no_retry:
+                break
+            self._fetch_price(key)
+        self._next_price_due = min(self._price_due.values(), default=math.inf)
+
+    def _fetch_price(self, key: tuple[str, str]) -> None:
+        provider, model = key
+        query = urllib.parse.urlencode({"provider": provider, "model": model})
+        self.price_fetches += 1
+        status, body = self._get(f"/pricing/resolve?{query}")
+        rates: Any = None
+        ok = False
+        if status == 200:
+            try:
+                rates = _guard.rates_parse(json.loads(body))
+                ok = True
+            except Exception:
+                logger.debug("llmobserve: unreadable /pricing/resolve answer for %s/%s", *key, exc_info=True)
+        if ok:
+            self.prices[key] = rates
+            self._price_due[key] = time.monotonic() + PRICE_TTL
+            return
+        if status in (401, 403):
+            self._say(
+                "pricing:auth",
+                f"llmobserve: {self._base_url()}/pricing/resolve rejected the API key (HTTP {status}): "
+                "run(max_cost_usd=...) counts calls without a price as $0",
+            )
+        if self.prices.get(key) is None:
+            self.prices[key] = None  # unknown for now: counts $0 (fail-open), asked again soon
+        self._price_due[key] = time.monotonic() + PRICE_RETRY
+
+    def _base_url(self) -> str:
+        return self.url[: -len("/events")]
+
+    def _get(self, path: str) -> tuple[int, bytes]:
+        """One GET of the guard (status 0: no answer), on its own kept-alive
+        connection (the event batches keep theirs)."""
+        headers = {"Accept": "application/json", "User-Agent": "llmobserve-python"}
+        auth = self._headers.get("Authorization")
+        if auth:
+            headers["Authorization"] = auth
+        proxy_auth = self._headers.get("Proxy-Authorization")
+        if proxy_auth:
+            headers["Proxy-Authorization"] = proxy_auth
+        for attempt in range(2):
+            conn = self._gconn
+            reused = conn is not None
+            if conn is None:
+                conn = self._gconn = self._new_conn()
+            try:
+                conn.request("GET", self._base + path, headers=headers)
+                resp = conn.getresponse()
+                body = resp.read(4 << 20)  # a status or a price is a few KB: never more than this
+                if resp.will_close or not resp.isclosed():
+                    self._close_gconn()
+                return resp.status, body
+            except Exception:
+                self._close_gconn()
+                if reused and attempt == 0:
+                    continue  # an idle kept-alive connection the server dropped
+                logger.debug("llmobserve: GET %s failed", path, exc_info=True)
+                return 0, b""
+        return 0, b""  # pragma: no cover
+
+    def _close_gconn(self) -> None:
+        conn, self._gconn = self._gconn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
 
     def _new_conn(self) -> http.client.HTTPConnection:
         proxy = self._proxy

@@ -25,6 +25,7 @@ import wrapt
 
 from .. import _state
 from .._events import P_NONE, P_OPENAI_RAW, P_OPENAI_STREAM, P_TOKENS, openai_tools, openai_usage
+from .._guard import check as _guard_check
 from ..context import _current, sampled_out
 from ._patching import Patcher
 
@@ -161,6 +162,7 @@ class _StreamState:
         "done",
         "kind",
         "hooked",
+        "req",
     )
 
     def __init__(
@@ -181,6 +183,7 @@ class _StreamState:
         self.done = False
         self.kind = kind
         self.hooked = False  # the response body goes through _scan_bytes
+        self.req = model  # the model the request named (self.model may become the response's)
 
     def __del__(self) -> None:
         # The last of what holds this state is gone (the stream, through its
@@ -201,7 +204,20 @@ def _finish(st: _StreamState, error_type: str | None = None, incomplete: bool = 
         t = _perf()
         ttft = None if st.first is None else st.first - st.t0
         pay = (st.usage, st.head, ttft, incomplete, st.ctx)
-        _emit(st.frame, "llm", st.name, st.who, st.model, st.wall, t - st.t0, error_type, P_OPENAI_STREAM, pay, None)
+        _emit(
+            st.frame,
+            "llm",
+            st.name,
+            st.who,
+            st.model,
+            st.wall,
+            t - st.t0,
+            error_type,
+            P_OPENAI_STREAM,
+            pay,
+            None,
+            st.req,
+        )
     except Exception:  # pragma: no cover
         logger.debug("llmobserve: stream finish failed", exc_info=True)
 
@@ -750,8 +766,20 @@ def _record(
             pay = openai_usage(usage, getattr(result, "service_tier", None), getattr(result, "output", None))
         else:  # embeddings, legacy completions: no service_tier field (a missing attribute costs ~2 µs)
             pay = openai_usage(usage)
-        model = getattr(result, "model", None) or model
-        _emit(frame, "llm", name, who, model, wall, latency, None, P_TOKENS, pay, None)
+        _emit(
+            frame,
+            "llm",
+            name,
+            who,
+            getattr(result, "model", None) or model,
+            wall,
+            latency,
+            None,
+            P_TOKENS,
+            pay,
+            None,
+            model,
+        )
         return
     http = getattr(result, "http_response", None)
     if http is not None:
@@ -779,7 +807,7 @@ def _raw_body(rec: tuple) -> None:
     except Exception:
         content = None
     if content is not None:
-        _emit(frame, "llm", name, who, model, wall, latency, None, P_OPENAI_RAW, content, attrs)
+        _emit(frame, "llm", name, who, model, wall, latency, None, P_OPENAI_RAW, content, attrs, model)
     else:
         attrs["usage_unavailable"] = True
         _emit(frame, "llm", name, who, model, wall, latency, None, P_TOKENS, None, attrs)
@@ -938,6 +966,8 @@ def _make_sync(name: str, kind: int) -> Any:
         if not _state.active:
             return wrapped(*args, **kwargs)
         frame = _get_frame()
+        if _state.guarding:  # opt-in budget guard: may raise BudgetExceeded, before anything is sent
+            _guard_check(frame, "llm", name, _who(instance), kwargs.get("model"))
         if sampled_out(frame):
             return wrapped(*args, **kwargs)
         stream, hide, raw = _prepare(kwargs, kind, streamable)
@@ -971,10 +1001,20 @@ def _make_async(name: str, kind: int) -> Any:
             raise
         return _result(frame, name, kind, who, model, wall, t0, result, stream, hide, raw)
 
+    async def guarded(wrapped: Any, instance: Any, args: Any, kwargs: Any, frame: Any) -> Any:
+        # checked when the coroutine runs, as the request would start: the
+        # caller gets BudgetExceeded from its ``await``, like any error of the call
+        _guard_check(frame, "llm", name, _who(instance), kwargs.get("model"))
+        if sampled_out(frame):
+            return await wrapped(*args, **kwargs)
+        return await call(wrapped, instance, args, kwargs, frame)
+
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if not _state.active:
             return wrapped(*args, **kwargs)
         frame = _get_frame()
+        if _state.guarding:
+            return guarded(wrapped, instance, args, kwargs, frame)
         if sampled_out(frame):
             return wrapped(*args, **kwargs)
         return call(wrapped, instance, args, kwargs, frame)

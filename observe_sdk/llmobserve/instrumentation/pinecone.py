@@ -36,6 +36,7 @@ from typing import Any
 
 from .. import _state
 from .._events import P_PINECONE
+from .._guard import check as _guard_check
 from ..context import _current, sampled_out
 from ._patching import Patcher
 
@@ -231,9 +232,11 @@ def _make_sync(prefix: str, op: str) -> Any:
                 return inside.add(wrapped(*args, **kwargs))
             return wrapped(*args, **kwargs)
         frame = _get_frame()
+        model = _model_arg(args, kwargs) if inference else None
+        if _state.guarding:  # opt-in budget guard: may raise BudgetExceeded, before anything is sent
+            _guard_check(frame, span, name, "pinecone", model)
         if sampled_out(frame):
             return wrapped(*args, **kwargs)
-        model = _model_arg(args, kwargs) if inference else None
         # calls pinecone makes from inside this one are not recorded again
         token = _inside.set(True)
         wall = _time()
@@ -256,6 +259,12 @@ def _make_async(prefix: str, op: str) -> Any:
     inference = prefix == "inference."
     span = "llm" if inference else "vector_db"
     paged = op == "list_paginated"
+
+    async def guarded(wrapped: Any, instance: Any, args: Any, kwargs: Any, frame: Any, model: Any) -> Any:
+        _guard_check(frame, span, name, "pinecone", model)  # raised from the caller's await
+        if sampled_out(frame):
+            return await wrapped(*args, **kwargs)
+        return await call(wrapped, instance, args, kwargs, frame, model)
 
     async def call(wrapped: Any, instance: Any, args: Any, kwargs: Any, frame: Any, model: Any) -> Any:
         token = _inside.set(True)
@@ -280,6 +289,8 @@ def _make_async(prefix: str, op: str) -> Any:
                 return inside.add_awaited(wrapped(*args, **kwargs))
             return wrapped(*args, **kwargs)
         frame = _get_frame()
+        if _state.guarding:
+            return guarded(wrapped, instance, args, kwargs, frame, _model_arg(args, kwargs) if inference else None)
         if sampled_out(frame):
             return wrapped(*args, **kwargs)
         return call(wrapped, instance, args, kwargs, frame, _model_arg(args, kwargs) if inference else None)
@@ -370,6 +381,8 @@ def _make_list(is_async: bool) -> Any:
         if not _state.active or _inside.get() is not None:
             return wrapped(*args, **kwargs)
         frame = _get_frame()
+        if _state.guarding:
+            _guard_check(frame, "vector_db", "index.list", "pinecone", None)
         if sampled_out(frame):
             return wrapped(*args, **kwargs)
         pages = wrapped(*args, **kwargs)
