@@ -94,6 +94,7 @@ INSTALLED_APPS = [
     "insights",
     "attribution",
     "reconciliation",
+    "otlp",
 ]
 
 MIDDLEWARE = [
