@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from dashboard.formatting import usd
+
 # The pricing engine's rule for a snapshot suffix (-2024-08-06, -20240806,
 # -0125): observed and billed ids fold the same way the engine matches prices.
 from pricing.services import _SNAPSHOT
@@ -126,19 +128,19 @@ class Figures:
         """The billed USD of the tokens we saw (module docstring); None when not defined."""
         overall = _ratio(self.observed_tokens, self.billed_tokens)
         total = 0.0
-        for usd, observed, billed in (
+        for part_usd, observed, billed in (
             (self.billed_input_usd, self.observed_input_tokens, self.billed_input_tokens),
             (self.billed_output_usd, self.observed_output_tokens, self.billed_output_tokens),
             (self.billed_other_usd, self.observed_tokens, self.billed_tokens),
         ):
-            if not usd:
+            if not part_usd:
                 continue
             share = _ratio(observed, billed)
             if share is None:
                 share = overall
             if share is None:
                 return None
-            total += float(usd) * share
+            total += float(part_usd) * share
         return total
 
     @property
@@ -175,12 +177,12 @@ class Figures:
         name = self.model or "calls without a model"
         if self.billed and not self.observed:
             return [
-                f"{name}: billed ${float(self.billed_usd):,.2f} but never observed — calls from an app or key "
+                f"{name}: billed {usd(self.billed_usd)} but never observed — calls from an app or key "
                 f"without the SDK, or an OpenAI project that is not this project's."
             ]
         if self.observed and not self.billed:
             return [
-                f"{name}: observed ${self.observed_usd:,.2f} ({self.observed_requests:,} requests) but never billed "
+                f"{name}: observed {usd(self.observed_usd)} ({self.observed_requests:,} requests) but never billed "
                 f"— calls through a proxy or another organization's key, or an OpenAI project not linked here."
             ]
         notes: list[str] = []
