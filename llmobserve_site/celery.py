@@ -35,3 +35,9 @@ def _schedule_insights(sender: Celery, **kwargs: object) -> None:
         sender.signature("events.retention"),
         name="event retention",
     )
+    # Budgets: thresholds, forecasts, insight alerts, digests, lost deliveries (budgets/tasks.py).
+    sender.add_periodic_task(
+        float(settings.BUDGETS_EVALUATE_SECONDS),
+        sender.signature("budgets.evaluate"),
+        name="evaluate budgets and alerts",
+    )

@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "attribution",
     "reconciliation",
     "otlp",
+    "budgets",
 ]
 
 MIDDLEWARE = [
@@ -326,6 +327,21 @@ if EVENT_RETENTION_DAYS > 36500:
 EVENT_RETENTION_INTERVAL_SECONDS = env_int("EVENT_RETENTION_INTERVAL_SECONDS", 3600, minimum=60)
 # How often the dashboard's run list polls for new runs.
 DASHBOARD_POLL_SECONDS = env_int("DASHBOARD_POLL_SECONDS", 5, minimum=1)
+
+# --- Budgets and alerts (budgets/, README "Budgets and alerts") ---------------
+# EMAIL_URL: smtp://user:pass@host:587?tls=1 and the like; unset = console backend.
+from budgets.email_url import email_settings  # noqa: E402  (no Django models imported)
+
+for _name, _value in email_settings(os.environ.get("EMAIL_URL", "")).items():
+    globals()[_name] = _value
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "") or globals().get(
+    "DEFAULT_FROM_EMAIL", "llmobserve <alerts@localhost>"
+)
+# The dashboard's address, for the links alerts carry.
+PUBLIC_URL = os.environ.get("PUBLIC_URL", "") or "http://127.0.0.1:8000"
+BUDGETS_EVALUATE_SECONDS = env_int("BUDGETS_EVALUATE_SECONDS", 60, minimum=5)
+BUDGETS_DELIVERY_MAX_ATTEMPTS = env_int("BUDGETS_DELIVERY_MAX_ATTEMPTS", 5, minimum=1)
+BUDGETS_DELIVERY_BACKOFF_SECONDS = env_int("BUDGETS_DELIVERY_BACKOFF_SECONDS", 10, minimum=0)
 
 LOGGING = {
     "version": 1,
