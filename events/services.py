@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from django.db import connection, transaction
 from django.utils import timezone
 
+from budgets.spend import budget_spend_add
 from events.attributes import (
     ATTRIBUTE_KEYS_MAX,
     ATTRIBUTE_VALUES_MAX,
@@ -194,6 +195,8 @@ def event_batch_ingest(*, project_id: int, events: list[EventIn]) -> IngestResul
                     flat.flat(ev.attributes) if len(ev.attributes) else None,
                 )
             _upsert_aggregates(project_id, agg, now)
+            # Budgets (budgets/spend.py): one dict look-up for a project without any.
+            budget_spend_add(project_id=project_id, received_at=now, calls=(facts[i] for i in inserted))
     return result
 
 
