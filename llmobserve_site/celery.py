@@ -41,3 +41,11 @@ def _schedule_insights(sender: Celery, **kwargs: object) -> None:
         sender.signature("budgets.evaluate"),
         name="evaluate budgets and alerts",
     )
+    # The OpenAI bill, daily (reconciliation/tasks.py; a no-op without OPENAI_ADMIN_KEY).
+    from celery.schedules import crontab
+
+    sender.add_periodic_task(
+        crontab(hour=6, minute=17),
+        sender.signature("reconciliation.import_openai_bill"),
+        name="import the OpenAI bill",
+    )
