@@ -775,6 +775,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--random-seed", type=int, default=7, help="same seed, same data shape (default 7)")
     parser.add_argument("--skip-insights", action="store_true", help="do not run the insight job at the end")
     parser.add_argument("--yes", action="store_true", help="confirm seeding against the real OpenAI/Pinecone")
+    parser.add_argument(
+        "--fake-openai-admin",
+        type=int,
+        metavar="PORT",
+        help="afterwards serve a fake OpenAI admin API on PORT billing the seeded traffic with known gaps "
+        "(reconciliation; 0 = any free port) until Ctrl-C",
+    )
     args = parser.parse_args(argv)
     if args.history_runs_per_day is None:
         args.history_runs_per_day = args.runs_per_day
@@ -819,6 +826,11 @@ def main(argv: list[str] | None = None) -> int:
     collect_totals(args, api_key, result)
     print(f"Done in {time.monotonic() - started:.0f}s.")
     report(args, result, computed or args.skip_insights)
+    if args.fake_openai_admin is not None and result.runs_found:
+        django_setup()
+        from reconciliation.fake_admin import serve_seeded
+
+        serve_seeded(port=args.fake_openai_admin, api_key=api_key)
     return 0 if result.runs_found else 1
 
 
