@@ -22,6 +22,17 @@ class BudgetStatus:
     period_end: dt.datetime
     projection: Projection
 
+    @property
+    def bar_percent(self) -> str:
+        """The filled part of the progress bar, 0-100, for SVG's width."""
+        return f"{min(100.0, max(0.0, self.projection.percent)):.2f}"
+
+    @property
+    def forecast_percent(self) -> str:
+        amount = self.budget.amount_usd
+        share = self.projection.forecast_usd / amount * 100.0 if amount > 0 else 0.0
+        return f"{min(99.5, max(0.5, share)):.2f}"
+
 
 def _spend(budget: Budget, **bucket_range: dt.datetime) -> float:
     total = BudgetSpend.objects.filter(budget_id=budget.id, generation=budget.generation, **bucket_range).aggregate(

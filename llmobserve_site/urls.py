@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from budgets.api import BudgetDetailView, BudgetListView, BudgetStatusView
 from events.api import RunDetailView, RunsLatestView
 from events.views import events_ingest
 from insights.api import InsightsDailyView
@@ -18,6 +19,10 @@ urlpatterns = [
     path("runs/latest", RunsLatestView.as_view(), name="runs-latest"),
     path("runs/<path:run_id>", RunDetailView.as_view(), name="run-detail"),
     path("insights/daily", InsightsDailyView.as_view(), name="insights-daily"),
+    path("budgets", BudgetListView.as_view(), name="budgets"),
+    path("budgets/status", BudgetStatusView.as_view(), name="budgets-status"),
+    path("budgets/<int:budget_id>", BudgetDetailView.as_view(), name="budget-detail"),
+    path("dashboard/budgets/", include("budgets.urls")),
     path("pricing", PricingView.as_view(), name="pricing"),
     path("pricing/resolve", PricingResolveView.as_view(), name="pricing-resolve"),
     path("reconciliation", ReconciliationView.as_view(), name="reconciliation"),
