@@ -322,29 +322,40 @@ def seeded_traffic(*, project_name: str) -> tuple[list[Traffic], dict[str, Rates
     return traffic, rates, ({flex: "flex"} if flex else {}), unobserved
 
 
-def serve_seeded(*, port: int, project_name: str, out: Any = None) -> None:
-    """`scripts/seed.py --fake-openai-admin PORT`: serve the seeded bill until Ctrl-C."""
+def serve_seeded(*, port: int, api_key: str, out: Any = None, forever: bool = True) -> FakeAdminAPI:
+    """`scripts/seed.py --fake-openai-admin PORT`: serve the bill of the seeded
+    traffic of the key's project (in this machine's database) until Ctrl-C."""
     import sys
 
+    from projects.models import ApiKey, hash_key
+
     out = out or sys.stdout
+    key = ApiKey.objects.select_related("project").filter(key_hash=hash_key(api_key)).first()
+    if key is None:
+        raise SystemExit("fake admin: this machine's database does not hold the seed key's project")
+    project_name = key.project.name
     traffic, rates, tiers, unobserved = seeded_traffic(project_name=project_name)
     fake = FakeAdminAPI(traffic=traffic, rates=rates, tiers=tiers, page_size=7).start(port)
     flex = ", ".join(tiers) or "none"
     out.write(
         f"\nFake OpenAI admin API billing the seeded traffic of {project_name!r}: "
         f"{SEED_UNOBSERVED_SHARE:.0%} of {unobserved} calls never observed, billed on flex: {flex}.\n"
-        f"In another shell:\n"
+        f"OPENAI_ADMIN_BASE_URL={fake.base_url}\n"
+        f"In another shell (the key is the fake's, not a secret):\n"
         f"  OPENAI_ADMIN_BASE_URL={fake.base_url} OPENAI_ADMIN_KEY={FAKE_KEY} "
-        f".venv/bin/python manage.py reconcile --project {project_name}\n"
+        f".venv/bin/python manage.py reconcile --project {project_name} --since {traffic[0].day}\n"
         f"Serving until Ctrl-C.\n"
     )
     out.flush()
+    if not forever:
+        return fake
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
         fake.close()
+    return fake
 
 
 def traffic_total(traffic: Iterable[Traffic]) -> int:

@@ -167,3 +167,23 @@ def test_bad_since_and_missing_key_are_clear_errors(monkeypatch):
         call_command("reconcile", "--since", "2026-13-01")
     with pytest.raises(CommandError, match="OPENAI_ADMIN_KEY is not set"):
         call_command("reconcile")
+
+
+def test_the_daily_task_runs_the_job_and_is_a_no_op_without_a_key(fake_admin, monkeypatch):
+    from llmobserve_site.celery import app
+    from reconciliation.tasks import import_openai_bill
+
+    app.loader.import_default_modules()
+    assert "reconciliation.import_openai_bill" in app.tasks
+    schedule = {entry["task"] for entry in app.conf.beat_schedule.values()}
+    assert "reconciliation.import_openai_bill" in schedule
+    monkeypatch.delenv("OPENAI_ADMIN_KEY", raising=False)
+    assert import_openai_bill.apply(args=[D1.isoformat()]).get() == 0
+    assert not BilledCost.objects.exists()
+    fake = fake_admin(TRAFFIC)
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", FAKE_KEY)
+    monkeypatch.setenv("OPENAI_ADMIN_BASE_URL", fake.base_url)
+    days = import_openai_bill.apply(args=[D1.isoformat()]).get()
+    assert days >= 4
+    total = sum(r.amount_usd for r in BilledCost.objects.all())
+    assert total.quantize(Decimal("0.01")) == Decimal("5.73")
