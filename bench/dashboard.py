@@ -1,8 +1,15 @@
-"""Dashboard page times with a lot of stored events (issue 5: each page ≤ 150 ms at 1,000,000 events).
+"""Dashboard page times with a lot of stored events (issues 5 and 15: each page ≤ 150 ms at 1,000,000 events).
 
     .venv/bin/python bench/dashboard.py                   # 1,000,000 events, SQLite under var/bench/
     .venv/bin/python bench/dashboard.py --events 100000   # a smaller store
-    DATABASE_URL=postgres://… .venv/bin/python bench/dashboard.py
+    .venv/bin/python bench/dashboard.py --db-tag mine     # SQLite file var/bench/dashboard-mine-<events>.sqlite3
+    DATABASE_URL=postgres://…/bench_dash_mine .venv/bin/python bench/dashboard.py   # a database you created
+
+Every run carries `user_id` (USERS distinct values over the store, each user
+on two or three runs), `customer` and `plan` attributes, as the SDK sends
+`run(user_id=..., customer=..., plan=...)`: the Breakdown page and
+`GET /costs?group_by=attribute:user_id` read the attribute rollup they build.
+Every page of the nav found on the overview is timed too.
 
 Builds (or reuses, when it already holds enough events) a project "bench" with
 `--events` events over the last 60 days, written through the real ingest
@@ -39,6 +46,8 @@ MODELS = [
 ]
 SERVICES = ["support-bot", "research-api", "batch-jobs"]
 DAYS = 60
+USERS = 50_000
+CUSTOMERS = 400
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,12 +56,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=15, help="timed requests per page (default 15)")
     parser.add_argument("--rebuild", action="store_true", help="drop the bench project's data and build it again")
     parser.add_argument("--seed", type=int, default=5, help="random seed for the generated traffic")
+    parser.add_argument("--db-tag", default="", help="SQLite: a tag in the database file's name")
     return parser.parse_args()
 
 
-def setup_django(events: int) -> None:
+def setup_django(events: int, tag: str = "") -> None:
     if not os.environ.get("DATABASE_URL"):
-        path = ROOT / "var" / "bench" / f"dashboard-{events}.sqlite3"
+        path = ROOT / "var" / "bench" / f"dashboard-{tag + '-' if tag else ''}{events}.sqlite3"
         path.parent.mkdir(parents=True, exist_ok=True)
         os.environ["DATABASE_URL"] = f"sqlite:///{path}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmobserve_site.settings")
@@ -64,6 +74,8 @@ def setup_django(events: int) -> None:
 
 def generate_runs(total_events: int, rng: random.Random, now: dt.datetime):  # type: ignore[no-untyped-def]
     """Yield lists of EventIn, one run each (about 8 events), spread over DAYS days, oldest first."""
+    import msgspec
+
     from events.schema import EventIn
 
     runs = max(1, total_events // 8)
@@ -79,6 +91,15 @@ def generate_runs(total_events: int, rng: random.Random, now: dt.datetime):  # t
         agent = AGENTS[rng.randrange(len(AGENTS))]
         tools = rng.sample(TOOLS, 2)
         root_span = f"{run_id}-a"
+        # Each of the USERS users on two or three runs (7919 is prime to USERS: a
+        # permutation); customers by a skew: user u belongs to customer u % k of
+        # a Zipf-ish ladder, so a few customers hold most users and cost.
+        user = (n * 7919) % USERS
+        customer = int(CUSTOMERS * (user / USERS) ** 3)
+        plan = "enterprise" if customer < 8 else "pro" if customer < 80 else "free"
+        attrs = msgspec.Raw(
+            msgspec.json.encode({"user_id": f"u-{user}", "customer": f"c-{customer:03d}", "plan": plan})
+        )
         events = [
             EventIn(
                 event_id=f"{run_id}-a",
@@ -91,6 +112,7 @@ def generate_runs(total_events: int, rng: random.Random, now: dt.datetime):  # t
                 latency_ms=2500.0,
                 started_at=started,
                 service=service,
+                attributes=attrs,
             )
         ]
         for t, tool in enumerate(tools):
@@ -110,6 +132,7 @@ def generate_runs(total_events: int, rng: random.Random, now: dt.datetime):  # t
                     latency_ms=900.0,
                     started_at=at,
                     service=service,
+                    attributes=attrs,
                 )
             )
             for c in range(2 if t == 0 else 3):
@@ -137,6 +160,7 @@ def generate_runs(total_events: int, rng: random.Random, now: dt.datetime):  # t
                         status="error" if failed else "ok",
                         error_type="RateLimitError" if failed else None,
                         service=service,
+                        attributes=attrs,
                     )
                 )
         events = events[: total_events - produced]
@@ -171,7 +195,7 @@ def ensure_data(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from django.contrib.auth.models import User
     from django.core.management import call_command
 
-    from events.models import DailyRollup, Event, Run, RunSection
+    from events.models import AttributeKey, AttributeRollup, DailyRollup, Event, Run, RunSection
     from projects.models import Membership, Project
 
     call_command("migrate", verbosity=0, interactive=False)
@@ -185,7 +209,7 @@ def ensure_data(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if args.rebuild or have < args.events:
         if have:
             print(f"dropping {have:,} bench events", file=sys.stderr)
-            for model in (Event, Run, RunSection, DailyRollup):
+            for model in (Event, Run, RunSection, DailyRollup, AttributeRollup, AttributeKey):
                 model.objects.filter(project=project).delete()
         print(f"building {args.events:,} events …", file=sys.stderr)
         build(project.id, args.events, args.seed)
@@ -282,14 +306,17 @@ def timed(client, path: str, repeat: int, headers: dict[str, str]) -> tuple[floa
 
 def main() -> int:
     args = parse_args()
-    setup_django(args.events)
+    setup_django(args.events, args.db_tag)
     from django.db import connection
     from django.test import Client
     from django.utils import timezone
 
     from events.models import Event, Run
+    from projects.models import ApiKey
 
     project, user = ensure_data(args)
+    api_key = ApiKey.generate(project=project)[1]
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {api_key}"}
     if connection.vendor == "postgresql":
         # Fresh planner statistics, as autovacuum keeps them in service: right
         # after a bulk load PostgreSQL still believes the tables hold a few
@@ -321,7 +348,26 @@ def main() -> int:
         ("run detail", f"/dashboard/runs/{newest.run_id}/", {}),
         ("insights", "/dashboard/insights/", {}),
         ("pricing", "/dashboard/pricing/", {}),
+        ("breakdown (model, 30 days)", "/dashboard/breakdown/", {}),
+        ("breakdown user_id, 7 days", "/dashboard/breakdown/?group_by=attribute:user_id&days=7", {}),
+        ("breakdown user_id, 30 days", "/dashboard/breakdown/?group_by=attribute:user_id", {}),
+        ("breakdown user_id, 90 days", "/dashboard/breakdown/?group_by=attribute:user_id&days=90", {}),
+        ("breakdown customer, 30 days", "/dashboard/breakdown/?group_by=attribute:customer", {}),
+        ("breakdown model, plan=enterprise", "/dashboard/breakdown/?group_by=model&attribute=plan:enterprise", {}),
+        ("breakdown service, 90 days", "/dashboard/breakdown/?group_by=service&days=90", {}),
+        ("GET /costs user_id (30 days)", "/costs?group_by=attribute:user_id", bearer),
+        ("GET /costs user_id, 90 days, csv", "/costs?group_by=attribute:user_id&days=90&format=csv", bearer),
+        ("GET /costs user_id, model filter", "/costs?group_by=attribute:user_id&model=gpt-4o-mini", bearer),
     ]
+    # Every other page of the nav, as the overview links it.
+    overview_html = client.get("/", HTTP_HOST="localhost").content.decode()
+    nav = overview_html.split('class="mainnav"', 1)[1].split("</nav>", 1)[0] if "mainnav" in overview_html else ""
+    listed = {path.split("?", 1)[0] for _, path, _ in pages}
+    for chunk in nav.split('href="')[1:]:
+        href = chunk.split('"', 1)[0]
+        if href.startswith("/") and not href.startswith("/admin") and href not in listed:
+            pages.append((f"nav: {href}", href, {}))
+            listed.add(href)
     events = Event.objects.filter(project=project).count()
     runs = Run.objects.filter(project=project).count()
     print(f"\n{connection.vendor}: {events:,} events, {runs:,} runs; {args.repeat} timed requests per page\n")
