@@ -313,7 +313,7 @@ def account(budget: RunBudget, provider: Any, model: Any, req_model: Any, pkind:
         logger.debug("llmobserve: could not count a call towards its run's cap", exc_info=True)
 
 
-def _settle(budget: RunBudget) -> None:
+def settle(budget: RunBudget) -> None:
     """Price the run's pending usages whose rates have arrived since."""
     with _lock:
         left = []
@@ -493,7 +493,7 @@ def check(frame: Frame | None, span: str, name: str, who: Any, model: Any) -> No
         b = frame.budget
         if b is not None:
             if b.pending:
-                _settle(b)
+                settle(b)
             if model is not None:
                 k = _key(who, model)
                 if k is not None and k not in _state.prices:

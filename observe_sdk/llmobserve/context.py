@@ -330,7 +330,13 @@ class run:
     def spent_usd(self) -> float | None:
         """The run's cost so far as the SDK counted it (capped runs; None otherwise)."""
         b = self._budget
-        return None if b is None else b.spent
+        if b is None:
+            return None
+        if b.pending:  # usages whose price has arrived since: counted now
+            from ._guard import settle
+
+            settle(b)
+        return b.spent
 
     def __enter__(self) -> run:
         cap = self.max_cost_usd

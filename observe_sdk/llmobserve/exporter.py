@@ -271,6 +271,7 @@ class Exporter:
         # pop are atomic under the GIL), when each cached price is due again,
         # the next poll of /budgets/status, a connection of its own
         self._wanted: set[tuple[str, str]] = set()
+        self._fetching: tuple[str, str] | None = None  # the price being fetched now
         # (a forked child asks again for the prices its parent had)
         self._price_due: dict[tuple[str, str], float] = dict.fromkeys(self.prices, 0.0)
         self._next_price_due = 0.0 if self._price_due else math.inf
@@ -392,7 +393,7 @@ class Exporter:
         """A calling thread needs the price of ``key``: fetched by the worker
         at its next wake-up (woken now). Never blocks, never raises."""
         try:
-            if key in self._wanted:
+            if key in self._wanted or key == self._fetching:
                 return
             self._wanted.add(key)
             if self._thread is None:
@@ -489,6 +490,8 @@ class Exporter:
                 while self._loose_markers:  # (put() only appends to it; only this thread pops)
                     early.append(self._loose_markers.pop(0))
                 markers = early + markers
+            if markers and self._wanted:
+                self._guard_tick()  # flush() returns with the prices asked before it fetched
             for m in markers:
                 m.ok = not self._failed_since_marker
                 self._failed_since_marker = False
@@ -738,7 +741,11 @@ class Exporter:
         for key in keys[: PRICE_FETCHES_PER_TICK * 2]:
             if self._stop.is_set() and self._no_retry:
                 break
-            self._fetch_price(key)
+            self._fetching = key
+            try:
+                self._fetch_price(key)
+            finally:
+                self._fetching = None
         self._next_price_due = min(self._price_due.values(), default=math.inf)
 
     def _fetch_price(self, key: tuple[str, str]) -> None:
