@@ -13,6 +13,10 @@ Definitions (README "Reconciliation"):
   (input_usd holds the "input" and "cached input" line items).  So 10 % of
   calls never observed gives coverage 0.90 and price agreement 1.00, a model
   billed at flex's half price gives coverage 1.00 and price agreement 2.00.
+- a sum of rows (a model over several days, all models): coverage = Σ observed
+  tokens ÷ Σ billed tokens; price agreement = Σ observed USD ÷ Σ billed USD of
+  the tokens seen, over the day × model rows where the latter is defined (so
+  rows observed but never billed, and models priced differently, do not skew it).
 - a gap is a coverage or a price agreement off 1 by more than 2 %.
 """
 
@@ -98,6 +102,12 @@ class Figures:
     observed_output_tokens: int = 0
     observed_requests: int = 0
     tiers: set[str] = field(default_factory=set)
+    # A sum of rows (a model over days, all models) keeps the sums of its rows'
+    # billed-USD-of-the-tokens-seen and their observed USD: its price agreement
+    # is their ratio, never one computed from tokens of models priced differently.
+    aggregated: bool = False
+    seen_billed_usd: float = 0.0
+    seen_observed_usd: float = 0.0
 
     @property
     def billed_usd(self) -> Decimal:
@@ -126,6 +136,8 @@ class Figures:
     @property
     def billed_seen_usd(self) -> float | None:
         """The billed USD of the tokens we saw (module docstring); None when not defined."""
+        if self.aggregated:
+            return self.seen_billed_usd or None
         overall = _ratio(self.observed_tokens, self.billed_tokens)
         total = 0.0
         for part_usd, observed, billed in (
@@ -146,9 +158,21 @@ class Figures:
     @property
     def price_agreement(self) -> float | None:
         seen = self.billed_seen_usd
+        if self.aggregated:
+            return _ratio(self.seen_observed_usd, seen) if seen else None
         return _ratio(self.observed_usd, seen) if seen else None
 
     def add(self, other: Figures) -> None:
+        """Add a row (or a sum of rows) into this sum."""
+        self.aggregated = True
+        if other.aggregated:
+            self.seen_billed_usd += other.seen_billed_usd
+            self.seen_observed_usd += other.seen_observed_usd
+        else:
+            seen = other.billed_seen_usd
+            if seen:
+                self.seen_billed_usd += seen
+                self.seen_observed_usd += other.observed_usd
         for name in (
             "billed_input_usd",
             "billed_output_usd",

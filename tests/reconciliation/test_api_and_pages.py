@@ -77,6 +77,8 @@ def test_api_shape_and_figures(api, reconciled):
     assert totals["billed_usd"] == 0.56 and totals["observed_usd"] == 0.539
     assert totals["coverage"] == round(1_100_000 / 1_210_000, 4)
     assert totals["billed_requests"] == 20 and totals["observed_requests"] == 19
+    # Each model's observed USD ÷ the billed USD of the tokens seen: (0.35 + 0.189) ÷ (0.35 + 0.21 × 0.9).
+    assert totals["price_agreement"] == 1.0
 
 
 def test_api_sees_only_its_own_project(other_api, reconciled):

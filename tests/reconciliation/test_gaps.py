@@ -101,6 +101,9 @@ def test_each_gap_with_its_explanation(api, project, fake_admin):
         "organization's key, or an OpenAI project not linked here."
     ]
     assert len(report.explanations) == 4
+    # All models: observed ÷ billed-of-the-seen over the billed rows (gpt-4.1-mini was never billed):
+    # (0.35 + 0.189 + 0.56) ÷ (0.35 + 0.189 + 0.28 + 1.30 × 0) — gpt-3.5-turbo was never seen.
+    assert report.totals.price_agreement == pytest.approx((0.35 + 0.189 + 0.56) / (0.35 + 0.189 + 0.28))
 
 
 def test_a_discount_or_credit(api, project, fake_admin):
