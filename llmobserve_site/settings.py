@@ -343,6 +343,12 @@ BUDGETS_EVALUATE_SECONDS = env_int("BUDGETS_EVALUATE_SECONDS", 60, minimum=5)
 BUDGETS_DELIVERY_MAX_ATTEMPTS = env_int("BUDGETS_DELIVERY_MAX_ATTEMPTS", 5, minimum=1)
 BUDGETS_DELIVERY_BACKOFF_SECONDS = env_int("BUDGETS_DELIVERY_BACKOFF_SECONDS", 10, minimum=0)
 
+# --- Reconciliation (reconciliation/, README "Reconciliation") -----------------
+# OPENAI_ADMIN_KEY and OPENAI_ADMIN_BASE_URL are read from the environment when
+# the bill is imported (reconciliation/openai_admin.py), never kept in settings.
+RECONCILE_BACKFILL_DAYS = env_int("RECONCILE_BACKFILL_DAYS", 30, minimum=1)
+RECONCILE_SETTLE_DAYS = env_int("RECONCILE_SETTLE_DAYS", 3, minimum=0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

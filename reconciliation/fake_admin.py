@@ -335,6 +335,10 @@ def serve_seeded(*, port: int, api_key: str, out: Any = None, forever: bool = Tr
         raise SystemExit("fake admin: this machine's database does not hold the seed key's project")
     project_name = key.project.name
     traffic, rates, tiers, unobserved = seeded_traffic(project_name=project_name)
+    from django.db import connections
+
+    # The bill is in memory now: hold no database connection while serving for hours.
+    connections.close_all()
     fake = FakeAdminAPI(traffic=traffic, rates=rates, tiers=tiers, page_size=7).start(port)
     flex = ", ".join(tiers) or "none"
     out.write(

@@ -19,13 +19,13 @@ import csv
 import datetime as dt
 import io
 import logging
-import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -37,15 +37,6 @@ from reconciliation.openai_admin import AdminApiError, AdminClient, AdminConfig,
 log = logging.getLogger(__name__)
 
 
-def _env_days(name: str, default: int) -> int:
-    try:
-        return max(0, int(os.environ.get(name, "") or default))
-    except ValueError:
-        return default
-
-
-BACKFILL_DAYS = _env_days("RECONCILE_BACKFILL_DAYS", 30)
-SETTLE_DAYS = _env_days("RECONCILE_SETTLE_DAYS", 3)
 MAX_IMPORT_DAYS = 400
 
 
@@ -79,7 +70,7 @@ def _text(value: Any, limit: int) -> str:
 
 def days_to_fetch(*, today: dt.date, since: dt.date | None = None) -> list[dt.date]:
     """The days the import fetches (module docstring), oldest first."""
-    first = since if since is not None else today - dt.timedelta(days=BACKFILL_DAYS)
+    first = since if since is not None else today - dt.timedelta(days=settings.RECONCILE_BACKFILL_DAYS)
     if first > today:
         raise ReconcileError(f"{first.isoformat()} is after today ({today.isoformat()}, UTC)")
     if (today - first).days >= MAX_IMPORT_DAYS:
@@ -182,7 +173,7 @@ def openai_bill_import(
                     row.output_tokens += _int(item.get("output_tokens"))
                     row.num_model_requests += _int(item.get("num_model_requests"))
         result.requests = client.requests
-    settled_before = today - dt.timedelta(days=SETTLE_DAYS)
+    settled_before = today - dt.timedelta(days=settings.RECONCILE_SETTLE_DAYS)
     with transaction.atomic():
         BilledCost.objects.filter(day__in=days).delete()
         BilledUsage.objects.filter(day__in=days).delete()
