@@ -209,11 +209,13 @@ def agent_run(provider: TracerProvider, client: openai.OpenAI) -> str:
 # --- OTel's openai-v2 instrumentation, protobuf exporter ------------------------------------------
 
 
-def test_openai_v2_over_protobuf(collector, openai_v2):
-    exporter = OTLPSpanExporter(
-        endpoint=f"{collector['url']}/v1/traces", headers={"Authorization": f"Bearer {collector['key']}"}
-    )
-    provider = provider_with(BatchSpanProcessor(exporter))
+def test_openai_v2_over_protobuf(collector, openai_v2, monkeypatch):
+    # Configured as the README says: the exporter and the service name from the environment.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{collector['url']}/v1/traces")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization=Bearer%20{collector['key']}")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "support-bot")
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     openai_v2.instrument(tracer_provider=provider)
     upstream = Upstream(PLAIN_USAGE)
     trace = agent_run(provider, client_for(upstream))
