@@ -107,7 +107,7 @@ def breakdown(request: HttpRequest) -> HttpResponse:
         error = exc.message
     if error is not None or query is None:
         context["error"] = error
-        response = _page(request, "attribution/breakdown.html", context, partials=("breakdown", "table"))
+        response = _page(request, "attribution/breakdown.html", context, partials=("breakdown", "breakdown-table"))
         response.status_code = 400
         return response
     result = cost_breakdown(project_id=project.id, query=query)
@@ -143,4 +143,4 @@ def breakdown(request: HttpRequest) -> HttpResponse:
         chart_svg=chart.svg(element_id="breakdown-chart", label=f"Cost per day by {query.group_label}"),
         attribute_filter=state.get("attribute", ""),
     )
-    return _page(request, "attribution/breakdown.html", context, partials=("breakdown", "table"))
+    return _page(request, "attribution/breakdown.html", context, partials=("breakdown", "breakdown-table"))
