@@ -38,6 +38,8 @@ def date_range_parse(raw_from: str | None, raw_to: str | None, *, today: dt.date
         start = dt.date.fromisoformat(raw_from) if raw_from else end - dt.timedelta(days=DEFAULT_DAYS - 1)
     except ValueError:
         raise RangeError(f"from={raw_from!r} is not a date like 2026-11-26") from None
+    except OverflowError:  # to=0001-01-05 without a from: 13 days before is before year 1
+        raise RangeError(f"to={raw_to!r} leaves no room for the default 14 days; give a from") from None
     if start > end:
         raise RangeError(f"from ({start}) is after to ({end})")
     if (end - start).days >= MAX_RANGE_DAYS:
