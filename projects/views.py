@@ -84,6 +84,7 @@ def _render(request: HttpRequest, choice: ProjectChoice, *, status: int = 200, *
             keys=list(api_key_list(project_id=project.id)),
             memberships=list(membership_list(project_id=project.id)),
         )
+        context["owner_count"] = sum(1 for m in context["memberships"] if m.role == Membership.OWNER)
     context.update(extra)
     return render(request, "projects/settings.html", context, status=status)
 

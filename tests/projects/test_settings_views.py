@@ -373,3 +373,11 @@ def test_staff_read_only_superuser_manages(staff, project, db):
     assert client_for(staff).post(ACME, {"action": "key_create", "key-name": "x"}).status_code == 403
     root = User.objects.create_superuser("root", "root@example.com", "pw-root-123")
     assert client_for(root).post(ACME, {"action": "key_create", "key-name": "x"}).status_code == 201
+
+
+def test_last_owner_has_no_remove_button(owner, member, project):
+    html = client_for(owner).get(ACME).content.decode()
+    owner_row = html[html.index('data-username="olivia"') :].split("</tr>")[0]
+    member_row = html[html.index('data-username="max"') :].split("</tr>")[0]
+    assert "last owner" in owner_row and "Remove" not in owner_row
+    assert "Remove" in member_row
