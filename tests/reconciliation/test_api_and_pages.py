@@ -197,3 +197,19 @@ def test_pinecone_csv_import_replaces_its_days(tmp_path: Path, owner, project):
     path.write_text("When,Amount due\n")
     with pytest.raises(CommandError, match="missing columns"):
         call_command("import_pinecone_usage", str(path))
+
+
+def test_the_page_reads_rollups_and_the_bill_never_events(owner, reconciled):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = login(owner)
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get("/dashboard/reconciliation/", {"from": "2026-01-01", "to": "2026-11-30"}).status_code == 200
+    sqls = [q["sql"] for q in captured.captured_queries]
+    assert not [s for s in sqls if "events_event" in s and "dailyrollup" not in s.lower()]
+    assert len(sqls) <= 16
+    with CaptureQueriesContext(connection) as overview:
+        assert client.get("/").status_code == 200
+    # The overview's card: one query (is yesterday's bill imported?) when it is not.
+    assert len([q for q in overview.captured_queries if "reconciliation_" in q["sql"]]) == 1
