@@ -32,6 +32,10 @@ the OpenAI upstream is a MockTransport so there is no network):
   llmobserve with the collector down (bounded queue), plus 20,000 real
   instrumented OpenAI calls (``--mem-calls 1000000`` for the full million,
   ~30 min; or alone: ``bench/sdk_overhead.py --memory 0 1000000``).
+* ``--guard``: only the budget guard (issue 16): calling-thread CPU of the
+  bare client, llmobserve with the guard off, and with it on (a capped run
+  priced from cached rates, enforce_budgets with a budget exceeded for
+  another model), rotated call by call in one process; medians.
 """
 
 from __future__ import annotations
@@ -365,6 +369,104 @@ def paired(r: Runner, scenario: str, pairs: int) -> dict:
     }
 
 
+def guard_paired(r: Runner, scenario: str, pairs: int) -> dict:
+    """llmobserve only: the budget guard's cost on the calling thread. Three
+    states, rotated call by call in one process: ``bare`` (recording off: the
+    wrapper passes through), ``off`` (recording on, no guard: today's SDK),
+    ``on`` (a capped run whose cap is never reached, its calls priced with
+    cached rates, plus enforce_budgets with a hard budget exceeded for another
+    model: the hot path does the run-cap compare, the exceeded-budget look-up
+    and, when the call ends, the accounting). Calling-thread CPU medians (µs)."""
+    import llmobserve
+    from llmobserve import _guard, _state
+
+    rates = _guard.rates_parse(
+        {
+            "matched": {
+                "model": "gpt-4o",
+                "discount_percent": 0,
+                "rates": {
+                    "input_tokens": {"usd_per_1m": 2.5},
+                    "cached_input_tokens": {"usd_per_1m": 1.25},
+                    "output_tokens": {"usd_per_1m": 10.0},
+                },
+            }
+        }
+    )
+    for model in ("gpt-4o", "gpt-4o-2024-08-06"):
+        _state.prices[("openai", model)] = rates
+    state = _guard.BudgetState(30.0, False)
+    other = {"id": 1, "name": "other", "mode": "hard", "state": "exceeded", "amount_usd": 1, "spent_usd": 2}
+    other["scope"] = {"section": None, "model": "gpt-4o-mini", "service": None, "attribute": None}
+    state.blocked, _ = _guard.status_compile({"budgets": [other]}, _state.service)
+    state.fresh_until = float("inf")  # as if just polled (the collector is unreachable here)
+    _state.budgets = state
+    fn = {"sync": r.one_sync, "sync_stream": r.one_sync_stream}.get(scenario)
+    afn = {"async": r.one_async, "async_stream": r.one_async_stream}.get(scenario)
+    cpu = time.thread_time
+    out: dict[str, list[float]] = {"bare": [], "off": [], "on": []}
+    modes = [("bare", False, False), ("off", True, False), ("on", True, True)]
+
+    async def arun():
+        for i in range(pairs):
+            for name, active, guarding in modes[i % 3 :] + modes[: i % 3]:
+                _state.active, _state.guarding = active, guarding
+                c = cpu()
+                await afn()
+                out[name].append(cpu() - c)
+
+    gc.disable()
+    try:
+        with llmobserve.run(max_cost_usd=1e9) as capped:
+            if fn is not None:
+                for i in range(pairs):
+                    for name, active, guarding in modes[i % 3 :] + modes[: i % 3]:
+                        _state.active, _state.guarding = active, guarding
+                        c = cpu()
+                        fn()
+                        out[name].append(cpu() - c)
+            else:
+                r.loop.run_until_complete(arun())
+            spent = capped.spent_usd or 0.0
+    finally:
+        _state.active, _state.guarding, _state.budgets = True, False, None
+        gc.enable()
+    med = {k: statistics.median(v) * 1e6 for k, v in out.items()}
+    return {
+        **med,
+        "guard_added": statistics.median([a - b for a, b in zip(out["on"], out["off"], strict=True)]) * 1e6,
+        "sdk_added": statistics.median([a - b for a, b in zip(out["off"], out["bare"], strict=True)]) * 1e6,
+        "counted_calls": round(spent / 0.00322),
+    }
+
+
+def guard_main(quick: bool) -> None:
+    import openai
+
+    pairs = 300 if quick else 1500
+    w = Worker("llmobserve")
+    try:
+        rows = {sc: w.ask(op="guard", scenario=sc, n=pairs) for sc in SCENARIOS}
+    finally:
+        w.close()
+    print()
+    print(
+        f"openai {openai.__version__}, MockTransport upstream, collector unreachable; llmobserve's budget guard, "
+        f"{pairs} rotations of (bare, guard off, guard on) call by call in one process; calling-thread CPU, medians."
+    )
+    print()
+    print(
+        "| scenario | bare | llmobserve, guard off | llmobserve, guard on | SDK added (off - bare) "
+        "| guard added (on - off) | calls the capped run counted |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for sc, p in rows.items():
+        print(
+            f"| {sc} | {p['bare']:.1f} µs | {p['off']:.1f} µs | {p['on']:.1f} µs "
+            f"| {p['sdk_added']:+.1f} µs | {p['guard_added']:+.1f} µs | {p['counted_calls']} |"
+        )
+
+
 def worker(lib: str, dead_url: str) -> None:
     r = Runner(lib, dead_url)
     for sc in SCENARIOS:  # warm up imports, caches, first-call paths
@@ -376,6 +478,8 @@ def worker(lib: str, dead_url: str) -> None:
             out = r.block(cmd["scenario"], cmd["n"])
         elif cmd["op"] == "paired":
             out = paired(r, cmd["scenario"], cmd["n"])
+        elif cmd["op"] == "guard":
+            out = guard_paired(r, cmd["scenario"], cmd["n"])
         elif cmd["op"] == "bgcpu":
             out = {"us": r.bg_cpu(cmd["n"], cmd["wait"])}
         else:
@@ -564,7 +668,12 @@ def main() -> None:
     ap.add_argument("--mem-events", type=int, default=1_000_000)
     # real instrumented OpenAI calls after the events (1,000,000 takes ~25 min)
     ap.add_argument("--mem-calls", type=int, default=20_000)
+    ap.add_argument("--guard", action="store_true", help="only the budget guard's table (guard off vs on)")
     args = ap.parse_args()
+    if args.guard:
+        os.environ["BENCH_BODY"] = args.body
+        guard_main(args.quick)
+        return
     os.environ["BENCH_BODY"] = args.body  # the worker processes read it
     reps = args.reps or (5 if args.quick else 15)
     block = args.block or (40 if args.quick else 100)

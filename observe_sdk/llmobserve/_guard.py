@@ -251,7 +251,9 @@ def _key(provider: Any, model: Any) -> tuple[str, str] | None:
 
 
 # -------------------------------------------------------------- run accounting
-_lock = threading.Lock()  # a run's calls may finish on several threads
+# a run's calls may finish on several threads; reentrant, because a stream
+# garbage-collected while this thread holds it records itself (and counts) here
+_lock = threading.RLock()
 _said_unpriced: set[tuple[str, str]] = set()
 
 
@@ -261,22 +263,26 @@ def _want(key: tuple[str, str]) -> None:
         exp.want_price(key)
 
 
-def _price(key: tuple[str, str] | None, req_key: tuple[str, str] | None, units: dict[str, float]) -> float | None:
-    """USD of ``units`` at ``key``'s rates (else the requested model's: a
-    dated snapshot answered for an alias, until its own arrives); None while
-    neither was fetched yet (pending); 0.0, said once, when the collector
-    has no price or could not give one."""
+def _price(
+    key: tuple[str, str] | None, req_key: tuple[str, str] | None, units: dict[str, float]
+) -> tuple[float | None, bool]:
+    """(USD of ``units``, final). At ``key``'s rates (the model the response
+    names): final. While those are not fetched yet, at the requested model's
+    (a dated snapshot answered for an alias: nearly always the same price),
+    not final — corrected once ``key``'s arrive; (None, False) while neither
+    is there. A price the collector does not have, or could not give, counts
+    0.0 (final), said once."""
     prices = _state.prices
     r = prices.get(key, _MISSING) if key is not None else None
     if r is _MISSING:
         _want(key)  # type: ignore[arg-type]
     if type(r) is Rates:
-        return cost_usd(r, units)
+        return cost_usd(r, units), True
     r2 = prices.get(req_key, _MISSING) if req_key is not None and req_key != key else None
     if type(r2) is Rates:
-        return cost_usd(r2, units)
+        return cost_usd(r2, units), r is not _MISSING
     if r is _MISSING:
-        return None
+        return None, False
     if key is not None and key not in _said_unpriced:
         _said_unpriced.add(key)
         _state.notice(
@@ -285,7 +291,7 @@ def _price(key: tuple[str, str] | None, req_key: tuple[str, str] | None, units: 
         )
     elif key is None:
         logger.debug("llmobserve: a call without a model counts $0 towards run caps")
-    return 0.0
+    return 0.0, True
 
 
 def account(budget: RunBudget, provider: Any, model: Any, req_model: Any, pkind: int, payload: Any) -> None:
@@ -301,29 +307,33 @@ def account(budget: RunBudget, provider: Any, model: Any, req_model: Any, pkind:
         key = _key(provider, model)
         req_key = _key(provider, req_model) if req_model is not None else None
         with _lock:
-            usd = _price(key, req_key, units)
-            if usd is None:
+            usd, final = _price(key, req_key, units)
+            if usd is not None:
+                budget.add(usd)
+            if not final:
                 pending = budget.pending
                 if len(pending) >= MAX_PENDING:
                     pending.pop(0)
-                pending.append((key, req_key, units))
-            else:
-                budget.add(usd)
+                pending.append((key, req_key, units, usd or 0.0))
     except Exception:
         logger.debug("llmobserve: could not count a call towards its run's cap", exc_info=True)
 
 
 def settle(budget: RunBudget) -> None:
-    """Price the run's pending usages whose rates have arrived since."""
+    """Price (or correct) the run's pending usages whose rates have arrived since."""
     with _lock:
+        items = budget.pending[:]
+        del budget.pending[: len(items)]  # (what is added meanwhile stays)
         left = []
-        for key, req_key, units in budget.pending:
-            usd = _price(key, req_key, units)
-            if usd is None:
-                left.append((key, req_key, units))
-            else:
-                budget.add(usd)
-        budget.pending[:] = left
+        for key, req_key, units, counted in items:
+            usd, final = _price(key, req_key, units)
+            if usd is not None and usd != counted:
+                budget.add(usd - counted)
+                counted = usd
+            if not final:
+                left.append((key, req_key, units, counted))
+        if left:
+            budget.pending[:0] = left
 
 
 # ------------------------------------------------------------ server budgets
@@ -366,15 +376,19 @@ class BudgetState:
         return _monotonic() > self.fresh_until
 
 
-def _text(v: Any) -> str:
+def _text(v: Any) -> str | None:
     """A run attribute as the text a budget's attribute value is compared
-    with: a string as it is, anything else as JSON writes it (true, 7, 1.5)."""
+    with, as the collector compares them (budgets/spend.py): a string as it
+    is, a number or boolean as its JSON text (7, 1.5, true); anything else
+    (None, objects, lists) never matches."""
     if isinstance(v, str):
         return v
-    try:
-        return json.dumps(v)
-    except Exception:
-        return str(v)
+    if isinstance(v, bool | int | float):
+        try:
+            return json.dumps(v, allow_nan=False)
+        except ValueError:
+            return None
+    return None
 
 
 def status_compile(obj: Any, service: str | None) -> tuple[_Blocked | None, int]:
@@ -436,18 +450,16 @@ def _covers(rule: _Rule, frame: Frame | None) -> bool:
     if rule.section is not None:
         s = rule.section
         f = frame
-        hit = False
-        if f is not None and f.path is not None and (f.path == s or f.path.startswith(s + "/")):
-            hit = True
-        while not hit and f is not None:
-            if f.label == s:
-                hit = True
+        while f is not None and f.label != s:  # the call's section or any enclosing one
             f = f.parent
-        if not hit:
+        if f is None:
             return False
     if rule.attr_key is not None:
         attrs = frame.attrs if frame is not None else None
-        if not attrs or rule.attr_key not in attrs or _text(attrs[rule.attr_key]) != rule.attr_value:
+        if not attrs or rule.attr_key not in attrs:
+            return False
+        text = _text(attrs[rule.attr_key])
+        if text is None or text != rule.attr_value:
             return False
     return True
 
@@ -494,9 +506,9 @@ def check(frame: Frame | None, span: str, name: str, who: Any, model: Any) -> No
         if b is not None:
             if b.pending:
                 settle(b)
-            if model is not None:
-                k = _key(who, model)
-                if k is not None and k not in _state.prices:
+            if type(model) is str:
+                k = (who[0] if type(who) is tuple else who, model)
+                if k not in _state.prices:
                     _want(k)  # fetched now, in the background: ready by the time this call ends
             x: RunBudget | None = b
             while x is not None:

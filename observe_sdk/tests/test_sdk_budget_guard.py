@@ -540,7 +540,7 @@ SCOPES = [
     # (budget scope, a call it covers, a call it does not cover)
     (dict(section="agent:a"), dict(sections=["agent:a"]), dict(sections=["agent:b"])),
     (dict(section="agent:a"), dict(sections=["agent:a", "tool:x"]), dict(sections=[])),  # an enclosing section
-    (dict(section="agent:a/tool:x"), dict(sections=["agent:a", "tool:x", "step:y"]), dict(sections=["tool:x"])),
+    (dict(section="tool:x"), dict(sections=["agent:a", "tool:x", "step:y"]), dict(sections=["agent:a", "step:y"])),
     (dict(model="gpt-4o"), dict(model="gpt-4o"), dict(model="gpt-4o-mini")),
     (dict(service="svc"), dict(service="svc"), dict(service="other-svc")),
     (
@@ -550,6 +550,8 @@ SCOPES = [
     ),
     (dict(attribute={"key": "customer", "value": "acme"}), dict(attrs={"customer": "acme"}), dict(attrs=None)),
     (dict(attribute={"key": "tier", "value": "7"}), dict(attrs={"tier": 7}), dict(attrs={"tier": 8})),
+    (dict(attribute={"key": "paid", "value": "true"}), dict(attrs={"paid": True}), dict(attrs={"paid": "yes"})),
+    (dict(attribute={"key": "k", "value": "null"}), dict(attrs={"k": "null"}), dict(attrs={"k": None})),
     (
         dict(section="agent:a", model="gpt-4o", attribute={"key": "customer", "value": "acme"}),
         dict(sections=["agent:a"], model="gpt-4o", attrs={"customer": "acme"}),
