@@ -11,8 +11,12 @@ Costs (`usd`):
 from __future__ import annotations
 
 import math
+import re
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 
 SMALLEST = Decimal("0.000001")
 
@@ -131,3 +135,55 @@ def cost_breakdown(call: dict[str, Any]) -> str:
 def unpriced_units(call: dict[str, Any]) -> str:
     details = call.get("cost_details") or {}
     return ", ".join(_UNIT_LABELS.get(u, (u, True))[0] for u, v in details.items() if v is None)
+
+
+_CODE_SPAN = re.compile(r"`([^`]+)`")
+
+
+def code_spans(text: str) -> SafeString:
+    """Text with Markdown code spans (`tool:web_search`) as <code> elements,
+    everything escaped: the detectors' messages read as prose on the page."""
+    parts: list[str] = []
+    last = 0
+    for match in _CODE_SPAN.finditer(text):
+        parts.append(escape(text[last : match.start()]))
+        parts.append(f"<code>{escape(match.group(1))}</code>")
+        last = match.end()
+    parts.append(escape(text[last:]))
+    return mark_safe("".join(parts))  # noqa: S308 - every piece is escaped above
+
+
+def plain(text: str) -> str:
+    """Text with Markdown code spans' backticks dropped (for titles and links)."""
+    return _CODE_SPAN.sub(r"\1", text)
+
+
+# What an insight's observed and baseline figures measure, per kind (insights/detectors.py).
+INSIGHT_UNITS = {
+    "section_spike": "USD per run",
+    "model_inefficiency": "USD over the window",
+    "token_bloat": "input tokens per call",
+    "retry_loop": "calls per run (p95)",
+}
+
+
+def insight_figure(kind: str, value: float | None) -> str:
+    """An insight's observed or baseline figure with its unit: `$0.42 per run`, `2,000 tokens per call`."""
+    if value is None:
+        return "—"
+    if kind == "section_spike":
+        return f"{usd(value)} per run"
+    if kind == "model_inefficiency":
+        return usd(value)
+    if kind == "token_bloat":
+        return f"{value:,.0f} tokens per call"
+    if kind == "retry_loop":
+        return f"{value:,.0f} calls per run"
+    return f"{value:,.4g}"
+
+
+def ratio_text(value: float | None) -> str:
+    """A ratio as `2.4×` and its change in percent: `2.4× (+140 %)`."""
+    if not value:
+        return "—"
+    return f"{value:,.1f}× ({(value - 1) * 100:+,.0f} %)"

@@ -16,15 +16,24 @@ from urllib.parse import quote, urlencode
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import selectors
 from dashboard.charts import stacked_daily
-from dashboard.formatting import change, duration, tokens, usd
+from dashboard.formatting import (
+    INSIGHT_UNITS,
+    change,
+    code_spans,
+    duration,
+    insight_figure,
+    ratio_text,
+    tokens,
+    usd,
+)
 from events.api import FIRST_YEAR, LAST_YEAR, amount_parse, cursor_valid, moment_parse
 from events.models import Run
 from events.selectors import (
@@ -33,6 +42,7 @@ from events.selectors import (
     TREE_MAX_DEPTH,
     BadCursor,
     RunFilters,
+    iso,
     run_cost_distribution,
     run_first_models,
     run_page,
@@ -500,6 +510,7 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         tree=tree,
         tree_rows=tree_rows,
         tree_truncated=detail["truncated"],
+        calls_expired=detail.get("calls_expired", False),
         tree_calls=detail["tree_calls"],
         omitted_calls=detail["omitted_calls"],
         tree_max_depth=TREE_MAX_DEPTH,
@@ -521,6 +532,47 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     return _page(request, "dashboard/run_detail.html", context)
 
 
+def insight_runs_url(insight: Any) -> str:
+    """The run list behind an insight: the runs started in its window, with
+    its section (and its model, for a model insight)."""
+    params = {"since": iso(insight.window_start), "until": iso(insight.window_end)}
+    if insight.section:
+        params["section"] = insight.section
+    if insight.model:
+        params["model"] = insight.model
+    return reverse("dashboard:runs") + _query(params)
+
+
+def _insight_card(insight: Any) -> dict[str, Any]:
+    return {
+        "insight": insight,
+        "message": code_spans(insight.message),
+        "unit": INSIGHT_UNITS.get(insight.kind, ""),
+        "observed": insight_figure(insight.kind, insight.observed),
+        "baseline": insight_figure(insight.kind, insight.baseline),
+        "ratio": ratio_text(insight.ratio),
+        "runs_url": insight_runs_url(insight),
+        "window": f"{insight.window_start:%Y-%m-%d %H:%M} → {insight.window_end:%Y-%m-%d %H:%M} UTC",
+    }
+
+
+def _history_row(track: Any, now: dt.datetime) -> dict[str, Any]:
+    if track.dismissed_at is not None:
+        state = "dismissed"
+    elif track.snoozed_until is not None and track.snoozed_until > now:
+        state = "snoozed"
+    else:
+        state = "open"
+    return {
+        "track": track,
+        "state": state,
+        "message": code_spans(track.message),
+        "observed": insight_figure(track.kind, track.observed),
+        "baseline": insight_figure(track.kind, track.baseline),
+        "runs_url": insight_runs_url(track) if track.window_start else None,
+    }
+
+
 @login_required
 @require_GET
 def insights(request: HttpRequest) -> HttpResponse:
@@ -528,13 +580,73 @@ def insights(request: HttpRequest) -> HttpResponse:
     context = _base_context(request, choice, "insights")
     if choice.current is not None:
         available, items, computation = selectors.insight_list_for_project(project_id=choice.current.id)
+        quiet: list[Any] = []
+        history: list[Any] = []
+        if available:
+            from insights import selectors as insight_selectors
+
+            now = timezone.now()
+            quiet = [
+                _insight_card(i)
+                for i in insight_selectors.insight_list_latest(project_id=choice.current.id, quiet=True)
+                if i.quiet
+            ]
+            history = [_history_row(t, now) for t in insight_selectors.insight_history(project_id=choice.current.id)]
         context.update(
             insights_available=available,
             insights=items,
+            cards=[_insight_card(i) for i in items],
+            quiet_cards=quiet,
+            history=history,
             computation=computation,
+            snooze_days=(1, 7, 30),
+            material_percent=20,
             total_savings=sum(getattr(i, "est_savings_usd", None) or 0.0 for i in items),
         )
     return _page(request, "dashboard/insights.html", context)
+
+
+def _insights_back(request: HttpRequest, project: Project) -> HttpResponse:
+    return redirect(reverse("dashboard:insights") + _query({"project": project.name}))
+
+
+@login_required
+@require_POST
+def insight_action(request: HttpRequest, insight_id: int, action: str) -> HttpResponse:
+    """Dismiss or snooze an insight of a project the user belongs to (members and owners alike)."""
+    from insights import selectors as insight_selectors
+    from insights import services as insight_services
+
+    project_ids = list(project_list_for_user(user=request.user).values_list("id", flat=True))
+    insight = insight_selectors.insight_get_for_projects(insight_id=insight_id, project_ids=project_ids)
+    if insight is None:
+        raise Http404("No such insight.")
+    if action == "dismiss":
+        insight_services.insight_dismiss(insight=insight, user=request.user)
+    elif action == "snooze":
+        try:
+            days = int(request.POST.get("days", ""))
+            insight_services.insight_snooze(insight=insight, days=days)
+        except ValueError:
+            return HttpResponse("Snooze for 1, 7 or 30 days.", status=400, content_type="text/plain")
+    else:
+        raise Http404("No such action.")
+    return _insights_back(request, insight.project)
+
+
+@login_required
+@require_POST
+def insight_restore(request: HttpRequest, track_id: int) -> HttpResponse:
+    """Undo a dismissal or a snooze."""
+    from insights import selectors as insight_selectors
+    from insights import services as insight_services
+
+    project_ids = list(project_list_for_user(user=request.user).values_list("id", flat=True))
+    track = insight_selectors.insight_track_get_for_projects(track_id=track_id, project_ids=project_ids)
+    if track is None:
+        raise Http404("No such insight.")
+    insight_services.insight_track_restore(track=track)
+    return _insights_back(request, track.project)
 
 
 @login_required
