@@ -706,7 +706,15 @@ def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.d
         day_db = adapt_date(day)
         present: set[str] = set()
         listed = sorted(values)
-        for start in range(0, len(listed), 900):
+        if connection.vendor == "postgresql":
+            # One array parameter: the same statement text whatever the count (see _upsert).
+            cursor.execute(
+                f"SELECT DISTINCT value FROM {attr_t} WHERE project_id = %s AND key = %s AND day = %s "
+                "AND value = ANY(%s::text[])",
+                [project_id, key, day_db, listed],
+            )
+            present.update(r[0] for r in cursor.fetchall())
+        for start in range(0, len(listed), 900) if connection.vendor != "postgresql" else ():
             part = listed[start : start + 900]
             cursor.execute(
                 f"SELECT DISTINCT value FROM {attr_t} WHERE project_id = %s AND key = %s AND day = %s "
@@ -767,6 +775,12 @@ def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.d
     )
 
 
+def _pg_array_types(table: str, columns: tuple[str, ...]) -> list[str]:
+    model = next(m for m in (Run, RunSection, DailyRollup, AttributeKey, AttributeRollup) if m._meta.db_table == table)
+    by_column = {f.column: f for f in model._meta.concrete_fields}
+    return [f"{by_column[c].db_type(connection)}[]" for c in columns]
+
+
 def _upsert(
     cursor: Any,
     table: str,
@@ -778,12 +792,31 @@ def _upsert(
     json_last: bool = False,
 ) -> None:
     """INSERT ... ON CONFLICT DO UPDATE SET update (DO NOTHING when update is "").
-    json_last: the last column is JSON text (PostgreSQL casts it to jsonb)."""
+    json_last: the last column is JSON text (PostgreSQL casts it to jsonb).
+
+    PostgreSQL: one INSERT ... SELECT FROM unnest(one array per column), so the
+    statement's text is the same whatever the row count (psycopg converts a
+    query's placeholders in Python: 28,000 of them cost more than the upsert).
+    SQLite: one prepared single-row statement run for every row (executemany).
+    """
+    action = f"DO UPDATE SET {update}" if update else "DO NOTHING"
+    head = f"INSERT INTO {table} ({', '.join(columns)}) "
+    tail = f" ON CONFLICT ({', '.join(conflict)}) {action}"
+    if not values:
+        return
+    if connection.vendor == "postgresql":
+        arrays = ", ".join(f"%s::{t}" for t in _pg_array_types(table, columns))
+        cursor.execute(f"{head}SELECT * FROM unnest({arrays}){tail}", [list(col) for col in zip(*values, strict=True)])
+        return
+    if connection.vendor == "sqlite":
+        connection.ensure_connection()
+        with connection.wrap_database_errors:
+            connection.connection.executemany(f"{head}VALUES ({', '.join('?' * len(columns))}){tail}", values)
+        return
     marks = ["%s"] * len(columns)
     if json_last:
         marks[-1] = _vendor_sql()[2]
     row_sql = "(" + ", ".join(marks) + ")"
-    action = f"DO UPDATE SET {update}" if update else "DO NOTHING"
     per_chunk = max(1, 30_000 // len(columns))
     for start in range(0, len(values), per_chunk):
         chunk = values[start : start + per_chunk]
