@@ -532,7 +532,8 @@ def check(frame: Frame | None, span: str, name: str, who: Any, model: Any) -> No
     g = _state.budgets
     if g is not None:
         blocked = g.blocked
-        if blocked is not None and not (not g.fail_closed and g.stale()):
+        # a stale answer is forgotten when failing open (fail_closed refuses below anyway)
+        if blocked is not None and (g.fail_closed or not g.stale()):
             rule = _blocked_by(blocked, frame, model)
             if rule is not None:
                 raise _refuse(

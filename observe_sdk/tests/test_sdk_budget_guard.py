@@ -645,6 +645,19 @@ def test_status_errors_fail_open_and_are_said_once(gcol, upstream, caplog, answe
         assert said == []
 
 
+def test_an_exceeded_status_gone_stale_is_dropped_when_failing_open(gcol, upstream) -> None:
+    gcol.budgets = [budget(1)]
+    start(gcol.url, enforce_budgets=True, budget_poll_interval=0.1)
+    assert llmobserve.budgets_ready(5)
+    client = make_client(upstream, base_url="https://api.openai.test/v1")
+    with pytest.raises(BudgetExceeded):
+        chat(client)
+    gcol.status_mode = 503  # no answer any more: 3 intervals later the status is stale
+    assert wait_for(lambda: not llmobserve.budgets_ready(1), timeout=5)
+    chat(client)
+    assert len(upstream.requests) == 1
+
+
 def test_fail_closed_refuses_while_the_status_is_unknown_or_stale(gcol, upstream) -> None:
     start(unreachable_url(), enforce_budgets=True, budget_poll_interval=0.05, fail_closed=True, request_timeout=0.5)
     client = make_client(upstream, base_url="https://api.openai.test/v1")
