@@ -41,6 +41,10 @@ def _schedule_insights(sender: Celery, **kwargs: object) -> None:
         sender.signature("budgets.evaluate"),
         name="evaluate budgets and alerts",
     )
+    # OTLP spans that waited too long for their parent span (otlp/tasks.py).
+    sender.add_periodic_task(
+        30.0, sender.signature("otlp.pending_flush"), name="store OTLP spans whose parent never came"
+    )
     # The OpenAI bill, daily (reconciliation/tasks.py; a no-op without OPENAI_ADMIN_KEY).
     from celery.schedules import crontab
 

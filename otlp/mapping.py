@@ -29,7 +29,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from events.schema import (
@@ -181,6 +182,7 @@ class SpanIn:
     kind: str = UNDECIDED
     run_id: str = ""
     folded: bool = False
+    pending_id: int | None = None  # its PendingSpan row, when it waited for its parent
 
 
 @dataclass(slots=True)
@@ -188,6 +190,7 @@ class ResourceIn:
     service: str | None
     user: dict[str, Any]  # user attributes set on the resource
     run_id: str | None
+    kept: list[KeyValue]  # the attributes above as sent (what a waiting span keeps of its resource)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +202,8 @@ class Frame:
     label: str | None
     path: str | None
     depth: int
+    # An ancestor is neither in the request nor stored: the label and path are not known yet.
+    unknown: bool = False
 
 
 ROOT = Frame(None, None, None, 0)
@@ -315,7 +320,7 @@ def spans_collect(message: ExportTraceServiceRequest, rejections: Rejections) ->
     seen: set[tuple[str, str]] = set()
     wanted = WANTED
     for resource_spans in message.resource_spans:
-        resource = _resource(resource_spans.resource.attributes)
+        resource = resource_in(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for pb in scope_spans.spans:
                 trace_id, span_id, parent_id = pb.trace_id, pb.span_id, pb.parent_span_id
@@ -336,39 +341,81 @@ def spans_collect(message: ExportTraceServiceRequest, rejections: Rejections) ->
                 if key in seen:
                     continue
                 seen.add(key)
-                attrs: dict[str, AnyValue] = {}
-                for kv in pb.attributes:
-                    name = kv.key
-                    if name in wanted or name.startswith(USER_PREFIXES):
-                        attrs[name] = kv.value
-                out.append(
-                    SpanIn(
-                        trace=key[0],
-                        span=span_hex,
-                        parent=parent_id.hex() if parent_id and any(parent_id) else None,
-                        pb=pb,
-                        attrs=attrs,
-                        resource=resource,
-                        is_llm=_is_llm(attrs),
-                    )
-                )
+                out.append(span_in(pb, resource, key[0], span_hex, wanted))
     return out
 
 
-def _resource(attributes: Iterable[Any]) -> ResourceIn:
+def span_in(pb: Span, resource: ResourceIn, trace_hex: str, span_hex: str, wanted: frozenset[str] = WANTED) -> SpanIn:
+    attrs: dict[str, AnyValue] = {}
+    for kv in pb.attributes:
+        name = kv.key
+        if name in wanted or name.startswith(USER_PREFIXES):
+            attrs[name] = kv.value
+    parent_id = pb.parent_span_id
+    return SpanIn(
+        trace=trace_hex,
+        span=span_hex,
+        parent=parent_id.hex() if parent_id and any(parent_id) else None,
+        pb=pb,
+        attrs=attrs,
+        resource=resource,
+        is_llm=_is_llm(attrs),
+    )
+
+
+def pending_span_in(span_bytes: bytes, resource_bytes: bytes, row_id: int) -> SpanIn:
+    """A waiting span, as spans_collect made it when it first came."""
+    pb = Span()
+    pb.ParseFromString(span_bytes)
+    resource = Resource()
+    resource.ParseFromString(resource_bytes)
+    span = span_in(pb, resource_in(resource.attributes), pb.trace_id.hex(), pb.span_id.hex())
+    span.pending_id = row_id
+    return span
+
+
+def pending_bytes(span: SpanIn) -> tuple[bytes, bytes]:
+    """(Span, Resource) serialized with only what the mapping reads: no
+    prompts or completions wait in the database."""
+    pb = span.pb
+    out = Span(
+        trace_id=pb.trace_id,
+        span_id=pb.span_id,
+        parent_span_id=pb.parent_span_id,
+        name=pb.name,
+        kind=pb.kind,
+        start_time_unix_nano=pb.start_time_unix_nano,
+        end_time_unix_nano=pb.end_time_unix_nano,
+    )
+    out.status.CopyFrom(pb.status)
+    for name, value in span.attrs.items():
+        out.attributes.add(key=name).value.CopyFrom(value)
+    for event in pb.events:
+        if event.name == "exception":
+            kept = out.events.add(name="exception", time_unix_nano=event.time_unix_nano)
+            kept.attributes.extend(kv for kv in event.attributes if kv.key == "exception.type")
+    resource = Resource()
+    resource.attributes.extend(span.resource.kept)
+    return out.SerializeToString(), resource.SerializeToString()
+
+
+def resource_in(attributes: Iterable[KeyValue]) -> ResourceIn:
     service: str | None = None
     user: dict[str, Any] = {}
     run_id: str | None = None
+    kept: list[KeyValue] = []
     for kv in attributes:
         name = kv.key
         if name == "service.name":
             service = _text(value_of(kv.value), 128)
+            kept.append(kv)
         elif name in USER_KEYS or name.startswith(USER_PREFIXES):
             value = value_of(kv.value)
             if name == "llmobserve.run_id" and isinstance(value, str):
                 run_id = value
             _user_attribute(user, name, value)
-    return ResourceIn(service=service, user=user, run_id=run_id)
+            kept.append(kv)
+    return ResourceIn(service=service, user=user, run_id=run_id, kept=kept)
 
 
 def _user_attribute(out: dict[str, Any], name: str, value: Any) -> None:
@@ -496,7 +543,7 @@ def outside_frame(span: SpanIn, index: dict[tuple[str, str], SpanIn], stored: di
         return Frame(span.parent, parent.section, parent.section_path, depth)
     # Unknown yet (it may come in a later request): hang under its id, so
     # the run tree links it once its section arrives.
-    return Frame(span.parent, None, None, 0)
+    return Frame(span.parent, None, None, 0, unknown=True)
 
 
 def _extend(above: Frame, node: SpanIn) -> Frame:
@@ -505,7 +552,7 @@ def _extend(above: Frame, node: SpanIn) -> Frame:
     if above.depth + 1 > MAX_SECTION_DEPTH or len(path) > MAX_PATH:
         node.folded = True
         return above
-    return Frame(node.span, label, path, above.depth + 1)
+    return Frame(node.span, label, path, above.depth + 1, above.unknown)
 
 
 def parent_frame(

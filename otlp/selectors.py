@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Collection
 
 from events.models import Event
 from otlp.mapping import StoredParent
+from otlp.models import PendingSpan
 
 # Values bound in one IN (...): well under SQLite's 32,766 variables.
 CHUNK = 900
@@ -43,3 +45,28 @@ def spans_with_stored_children(*, project_id: int, spans: Collection[tuple[str, 
         )
         found.update((run, parent) for run, parent in rows if parent is not None)
     return found & set(pairs)
+
+
+def pending_spans_for_traces(*, project_id: int, traces: Collection[str]) -> list[tuple[int, bytes, bytes]]:
+    """(row id, span, resource) of the spans waiting in these traces (the unique key's prefix)."""
+    ids = sorted(traces)
+    out: list[tuple[int, bytes, bytes]] = []
+    for start in range(0, len(ids), CHUNK):
+        rows = PendingSpan.objects.filter(project_id=project_id, trace_id__in=ids[start : start + CHUNK])
+        out.extend(
+            (pk, bytes(span), bytes(resource)) for pk, span, resource in rows.values_list("id", "span", "resource")
+        )
+    return out
+
+
+def pending_traces_older_than(*, cutoff: dt.datetime, limit: int) -> dict[int, set[str]]:
+    """Project → traces with a span waiting since before `cutoff` (the oldest first, at most `limit` spans)."""
+    rows = (
+        PendingSpan.objects.filter(received_at__lt=cutoff)
+        .order_by("received_at")
+        .values_list("project_id", "trace_id")[:limit]
+    )
+    out: dict[int, set[str]] = {}
+    for project_id, trace_id in rows:
+        out.setdefault(project_id, set()).add(trace_id)
+    return out

@@ -9,14 +9,18 @@ gpt-4o-mini $0.15 / $0.075 / $0.60.
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 
 import pytest
+from django.utils import timezone
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
 
 from events.models import Event, Run, RunSection
+from otlp.models import PendingSpan
+from otlp.services import otlp_pending_flush
 from tests.otlp.conftest import (
     OTHER_TRACE,
     TRACE,
@@ -483,17 +487,60 @@ def test_children_in_a_later_request_than_their_parent(otlp: Otlp, project, api)
 
 def test_parents_in_a_later_request_than_their_children(otlp: Otlp, project, api):
     # What a SimpleSpanProcessor does: each span is exported when it ends,
-    # children first.  The tree links them once the parents arrive.
+    # children first.  They wait for their parents, then go in with their
+    # section label and path, as if they had come together.
     assert otlp.send(export_request([make_span(3, parent=2, attrs=chat_attrs())])).status_code == 200
     assert otlp.send(export_request([make_span(2, parent=1, name="tool:web_search")])).status_code == 200
+    assert not Event.objects.exists()
+    assert PendingSpan.objects.filter(project=project).count() == 2
     assert otlp.send(export_request([make_span(1, name="agent:researcher")])).status_code == 200
-    assert Event.objects.get(span_id=span_id(2)).span_type == "section"
-    assert Event.objects.get(span_id=span_id(1)).span_type == "section"
+    assert not PendingSpan.objects.exists()
+    call = Event.objects.get(span_id=span_id(3))
+    assert (call.section, call.section_path, call.parent_span_id) == (
+        "tool:web_search",
+        "agent:researcher/tool:web_search",
+        span_id(2),
+    )
+    sections = dict(RunSection.objects.filter(project=project, run_id=TRACE).values_list("section", "calls"))
+    assert sections == {"agent:researcher": 0, "tool:web_search": 1}
     tree = api.get(f"/runs/{TRACE}").json()["tree"]
     assert [n["name"] for n in tree] == ["agent:researcher"]
     assert [n["name"] for n in tree[0]["children"]] == ["tool:web_search"]
     assert tree[0]["children"][0]["children"][0]["span_id"] == span_id(3)
     assert tree[0]["cost_usd"] == pytest.approx(1200 * GPT4O_IN + 150 * GPT4O_OUT, abs=1e-12)
+
+
+def test_a_waiting_span_keeps_only_what_the_mapping_reads_and_a_resend_waits_once(otlp: Otlp, project):
+    attrs = chat_attrs(**{"gen_ai.input.messages": "a long secret prompt", "user.id": "u-1"})
+    request = export_request([make_span(3, parent=2, attrs=attrs)], **{"tag.region": "eu", "host.name": "box-1"})
+    assert otlp.send(request).status_code == 200
+    assert otlp.send(request).status_code == 200
+    (row,) = PendingSpan.objects.filter(project=project)
+    assert b"secret prompt" not in bytes(row.span) and b"u-1" in bytes(row.span)
+    assert b"box-1" not in bytes(row.resource) and b"eu" in bytes(row.resource)
+    assert otlp.send(export_request([make_span(2, name="agent:researcher")])).status_code == 200
+    call = Event.objects.get(span_id=span_id(3))
+    assert call.attributes == {"user_id": "u-1", "tag.region": "eu"}
+    assert call.service == "support-bot" and call.section == "agent:researcher"
+    assert Run.objects.get(project=project).calls == 1
+
+
+def test_a_parent_that_never_comes_is_waited_for_then_let_go(otlp: Otlp, project, api):
+    # A call whose parent is in a service that does not export to us.
+    assert otlp.send(export_request([make_span(3, parent=2, attrs=chat_attrs())])).status_code == 200
+    assert otlp_pending_flush() == 0  # not yet OTLP_PENDING_SECONDS old
+    assert not Event.objects.exists()
+    later = timezone.now() + dt.timedelta(seconds=61)
+    assert otlp_pending_flush(now=later) == 1
+    assert not PendingSpan.objects.exists()
+    call = Event.objects.get(span_id=span_id(3))
+    assert (call.section, call.section_path, call.parent_span_id) == (None, None, span_id(2))
+    assert Run.objects.get(project=project).cost_usd == pytest.approx(1200 * GPT4O_IN + 150 * GPT4O_OUT, abs=1e-12)
+    assert otlp_pending_flush(now=later) == 0  # nothing left; a second flush stores nothing twice
+    # If the parent comes after all, it is a section and the tree links the call under it.
+    assert otlp.send(export_request([make_span(2, name="agent:late")])).status_code == 200
+    tree = api.get(f"/runs/{TRACE}").json()["tree"]
+    assert [(n["name"], n["calls"]) for n in tree] == [("agent:late", 1)]
 
 
 def test_spans_without_llm_calls_are_not_stored(otlp: Otlp, project):

@@ -284,6 +284,8 @@ def test_openllmetry_over_protobuf_span_by_span(collector, openllmetry):
         abs=1e-12,
     )
     assert call.provider_host == "api.openai.com"  # from OpenLLMetry's gen_ai.openai.api_base
+    # The calls came first and waited for the agent span: they carry its label.
+    assert (call.section, call.section_path) == ("agent:researcher", "agent:researcher")
 
     detail = get_json(f"{collector['url']}/runs/{trace}", collector["key"])
     (agent,) = detail["tree"]
