@@ -28,6 +28,7 @@ from dashboard.formatting import (
     INSIGHT_UNITS,
     change,
     code_spans,
+    cost_breakdown,
     duration,
     insight_figure,
     ratio_text,
@@ -43,6 +44,7 @@ from events.selectors import (
     BadCursor,
     RunFilters,
     iso,
+    run_call_get,
     run_cost_distribution,
     run_first_models,
     run_page,
@@ -477,6 +479,115 @@ def _tree_rows(tree: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+# The timeline draws at most this many rows (sections and calls, in the
+# tree's order); the tree below it lists up to RUN_PAGE_MAX_CALLS calls.
+TIMELINE_MAX_ROWS = 300
+
+
+def _moment(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value else None
+
+
+def _call_url(run_href: str, span_id: str) -> str:
+    return f"{run_href}?{urlencode({'call': span_id})}"
+
+
+def _run_call_panel(project_id: int, run: Run, span_id: str) -> dict[str, Any] | None:
+    """What the call panel shows of one call: model, provider and host,
+    service tier, tokens by kind, cost by unit and its source, latency, time
+    to first token (streams), error."""
+    row = run_call_get(project_id=project_id, run_id=run.run_id, span_id=span_id)
+    if row is None:
+        return None
+    usage = dict(row["usage_details"] or {})
+    # Calls stored before usage_details (or without them) still have the columns.
+    for column in ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens"):
+        if row[column] and column not in usage:
+            usage[column] = row[column]
+    attributes = row["attributes"] or {}
+    ttft = attributes.get("ttft_ms") if isinstance(attributes, dict) else None
+    return {
+        "row": row,
+        "tokens": [{"unit": unit, "count": count} for unit, count in usage.items()],
+        "cost_details": [
+            {"unit": unit, "usd": usd(value) if value is not None else "no price"}
+            for unit, value in (row["cost_details"] or {}).items()
+        ],
+        "breakdown": cost_breakdown(row),
+        "service_tier": (row["price_context"] or {}).get("service_tier"),
+        "latency": duration(row["latency_ms"]),
+        "ttft": duration(float(ttft)) if isinstance(ttft, (int, float)) else None,
+        "started": row["started_at"].astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+        "cost": usd(row["cost_usd"]),
+    }
+
+
+def run_timeline(run: Run, tree_rows: list[dict[str, Any]], *, run_href: str) -> dict[str, Any]:
+    """A waterfall of the run's sections and calls as SVG geometry: one row
+    each, in the tree's order, a bar from its start for its latency, on one
+    time axis from the run's start.  Calls link to their detail panel."""
+    rows = [r for r in tree_rows if r["kind"] in ("open", "call")]
+    shown = rows[:TIMELINE_MAX_ROWS]
+    origin = run.started_at
+    spans = []
+    depth = 0
+    for r in tree_rows:
+        if r["kind"] == "close":
+            depth -= 1
+            continue
+        if r["kind"] not in ("open", "call"):
+            continue
+        node = r["node"]
+        start = _moment(node.get("started_at")) or origin
+        offset = max((start - origin).total_seconds() * 1000.0, 0.0)
+        spans.append((r["kind"], node, offset, max(node.get("latency_ms") or 0.0, 0.0), depth))
+        if r["kind"] == "open":
+            depth += 1
+        if len(spans) >= len(shown):
+            break
+    total = max([offset + length for _, _, offset, length, _ in spans] + [run.duration_ms, 1.0])
+    width, label_width, row_height = 760, 220, 18
+    plot = width - label_width - 8
+    bars = []
+    for index, (kind, node, offset, length, level) in enumerate(spans):
+        x = label_width + plot * offset / total
+        bar_width = max(plot * length / total, 1.5)
+        name = node.get("name") or ""
+        if kind == "call" and node.get("model"):
+            name = f"{name} · {node['model']}"
+        label = ("  " * min(level, 8)) + (name if len(name) <= 34 else name[:33] + "…")
+        bars.append(
+            {
+                "kind": "call" if kind == "call" else "section",
+                "error": node.get("status") == "error",
+                "x": round(x, 1),
+                "y": index * row_height + 4,
+                "width": round(bar_width, 1),
+                "label": label,
+                "text_y": index * row_height + 15,
+                "title": f"{node.get('name') or ''}: starts at +{duration(offset)}, takes {duration(length)}",
+                "href": _call_url(run_href, node["span_id"]) if kind == "call" and node.get("span_id") else None,
+            }
+        )
+    height = len(bars) * row_height + 26
+    ticks = []
+    for i in range(5):
+        ms = total * i / 4
+        ticks.append({"x": round(label_width + plot * i / 4, 1), "label": f"+{duration(ms)}"})
+    return {
+        "bars": bars,
+        "width": width,
+        "height": height,
+        "axis_y": height - 6,
+        "grid_bottom": height - 20,
+        "ticks": ticks,
+        "label_width": label_width,
+        "shown": len(bars),
+        "total_rows": len(rows),
+        "total_ms": total,
+    }
+
+
 @login_required
 @require_GET
 def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
@@ -490,6 +601,10 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     if choice.current is None or run.project_id != choice.current.id:
         choice = ProjectChoice(current=run.project, projects=choice.projects)
     context = _base_context(request, choice, "runs")
+    run_href = reverse("dashboard:run-detail", args=["-"])[:-2] + quote(run.run_id, safe=RUN_ID_SAFE) + "/"
+    span_id = request.GET.get("call") or ""
+    call_panel = _run_call_panel(run.project_id, run, span_id) if span_id else None
+    call_missing = bool(span_id) and call_panel is None
     detail = run_tree_detail(run, failed=True, max_calls=RUN_PAGE_MAX_CALLS, max_sections=RUN_PAGE_MAX_SECTIONS)
     tree = detail["tree"]
     tree_rows = _tree_rows(tree)
@@ -528,8 +643,13 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
             else sum(1 for c in calls if c.get("cost_status") == "usage_unknown")
         ),
         runs_url=reverse("dashboard:runs"),
+        run_attributes=sorted((getattr(run, "attributes", None) or {}).items()),
+        timeline=run_timeline(run, tree_rows, run_href=run_href),
+        call_panel=call_panel,
+        call_missing=call_missing,
+        run_href=run_href,
     )
-    return _page(request, "dashboard/run_detail.html", context)
+    return _page(request, "dashboard/run_detail.html", context, partials=("call-panel",))
 
 
 def insight_runs_url(insight: Any) -> str:

@@ -26,6 +26,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.lookups import Exact
 
 from events.models import Event, Run, RunSection
+from events.retention import run_tree_expired
 
 
 class BadCursor(ValueError):
@@ -506,6 +507,9 @@ def run_tree_detail(
     # pick a different 10,000 calls from one request to the next.
     calls = list(events.exclude(span_type="section").order_by("id").values("id", *TREE_FIELDS)[: max_calls + 1])
     sections = list(events.filter(span_type="section").order_by("id").values("id", *TREE_FIELDS)[: max_sections + 1])
+    if not calls and not sections and run.events:
+        # Its events are past the retention (events/retention.py): the tree of what was aggregated.
+        return run_tree_expired(run, failed=failed)
     calls_cut, sections_cut = len(calls) > max_calls, len(sections) > max_sections
     del calls[max_calls:], sections[max_sections:]
     rows = calls + sections
@@ -526,6 +530,7 @@ def run_tree_detail(
         "tree_calls": len(calls),
         "omitted_calls": omitted_calls,
         "omitted_sections": max(run.events - run.calls - len(sections), 0) if sections_cut else 0,
+        "calls_expired": False,
     }
 
 
@@ -744,3 +749,27 @@ def _public(roots: list[dict[str, Any]], *, failed: bool = False) -> list[dict[s
         into.append(node)
         stack.extend((child, node["children"], into, depth + 1) for child in reversed(children))
     return out_roots
+
+
+CALL_FIELDS = (
+    *TREE_FIELDS,
+    "provider_host",
+    "attributes",
+    "usage_known",
+    "client_cost_usd",
+    "service",
+    "ended_at",
+)
+
+
+def run_call_get(*, project_id: int, run_id: str, span_id: str) -> dict[str, Any] | None:
+    """One call of a run, every field the run page's call panel shows (read
+    through the (project, run_id) index), or None."""
+    row = (
+        Event.objects.filter(project_id=project_id, run_id=run_id, span_id=span_id)
+        .exclude(span_type="section")
+        .order_by("id")
+        .values(*CALL_FIELDS)
+        .first()
+    )
+    return row
