@@ -19,7 +19,8 @@ from django.db import transaction
 from django.utils import timezone
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from events.schema import EventIn
+from events.retention import retention_not_before
+from events.schema import EventIn, too_old_message
 from events.services import event_batch_ingest
 from otlp.mapping import (
     SECTION_KIND,
@@ -139,6 +140,8 @@ def _spans_ingest(
     stored = stored_parents_get(project_id=project_id, event_ids=missing) if missing else {}
     frames = frames_resolve(spans, index, stored)
 
+    # A span older than the project's retention is rejected by name, as POST /events does.
+    not_before = retention_not_before(project_id=project_id)
     events: list[EventIn] = []
     wait: list[SpanIn] = []
     for span in spans:
@@ -149,9 +152,14 @@ def _spans_ingest(
             wait.append(span)
             continue
         try:
-            events.append(event_for(span, frame))
+            event = event_for(span, frame)
         except SpanProblem as exc:
             rejections.add(span.span, str(exc))
+            continue
+        if not_before is not None and event.started_at < not_before.moment:
+            rejections.add(span.span, too_old_message(not_before))
+            continue
+        events.append(event)
     still_waiting = {span.pending_id for span in wait if span.pending_id is not None}
     done_rows = [
         span.pending_id for span in loaded if span.pending_id is not None and span.pending_id not in still_waiting

@@ -598,3 +598,19 @@ def test_error_responses_are_in_the_requests_content_type(otlp: Otlp):
     response = otlp.post(b"{", "application/json")
     status = json_format.Parse(response.content, Status())
     assert status.code == 3
+
+
+def test_a_span_older_than_the_projects_retention_is_rejected_by_name(otlp: Otlp, project):
+    from events.retention import retention_cache_clear
+
+    project.event_retention_days = 3650
+    project.save()
+    retention_cache_clear()
+    old = make_span(1, trace=OTHER_TRACE, attrs=chat_attrs())
+    old.start_time_unix_nano -= 20 * 365 * 86400 * 10**9  # 20 years before T0
+    old.end_time_unix_nano -= 20 * 365 * 86400 * 10**9
+    recent = make_span(2, attrs=chat_attrs())  # T0 (2026-11-26): within 10 years
+    response = otlp.send(export_request([old, recent]))
+    partial = response_message(response).partial_success
+    assert partial.rejected_spans == 1 and "retention of 3650 days" in partial.error_message
+    assert list(Event.objects.values_list("span_id", flat=True)) == [span_id(2)]
