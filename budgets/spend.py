@@ -191,19 +191,29 @@ def budget_spend_add(*, project_id: int, received_at: dt.datetime, calls: Iterab
     live = [r for r in rules_for_project(project_id) if received_at >= r.counted_from]
     if not live:
         return
-    sums: dict[tuple[int, int, dt.datetime], list[float]] = {}
+    # Keyed by (rule's index, quarter-hour as seconds since the epoch): the
+    # datetime is built once per row written, not once per call.
+    per_bucket: dict[tuple[int, int], list[float]] = {}
     for item in calls:
         ev, cost = item[0], item[1]
         if ev.span_type == "section":
             continue
         attributes = _attributes_of(ev.attributes)
-        bucket = None
-        for rule in live:
+        quarter = -1
+        for index, rule in enumerate(live):
             if rule.matches(ev.section, ev.section_path, ev.model, ev.service, attributes):
-                bucket = bucket or bucket_of(ev.started_at)
-                entry = sums.setdefault((rule.budget_id, rule.generation, bucket), [0.0, 0])
-                entry[0] += cost
-                entry[1] += 1
+                if quarter < 0:
+                    quarter = int(ev.started_at.timestamp()) // 900 * 900
+                entry = per_bucket.get((index, quarter))
+                if entry is None:
+                    per_bucket[(index, quarter)] = [cost, 1]
+                else:
+                    entry[0] += cost
+                    entry[1] += 1
+    sums = {
+        (live[index].budget_id, live[index].generation, dt.datetime.fromtimestamp(quarter, dt.UTC)): entry
+        for (index, quarter), entry in per_bucket.items()
+    }
     if sums:
         _upsert(sums, recount=False)
 

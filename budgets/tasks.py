@@ -1,6 +1,6 @@
 """Celery tasks: thin wrappers taking ids and ISO times.
 
-`budgets.evaluate` runs every BUDGETS_EVALUATE_SECONDS (60) from beat; any
+`budgets.evaluate` runs every BUDGETS_EVALUATE_SECONDS (30) from beat; any
 number of workers may run it at once (each alert's row is unique, only the
 insert that won sends).  `budgets.deliver` sends one delivery and retries
 itself with exponential backoff (the countdown the service returns).
