@@ -339,7 +339,8 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "") or globals().get(
 )
 # The dashboard's address, for the links alerts carry.
 PUBLIC_URL = os.environ.get("PUBLIC_URL", "") or "http://127.0.0.1:8000"
-BUDGETS_EVALUATE_SECONDS = env_int("BUDGETS_EVALUATE_SECONDS", 60, minimum=5)
+# 30 s: an alert goes out within a minute of the spend even with a slow tick.
+BUDGETS_EVALUATE_SECONDS = env_int("BUDGETS_EVALUATE_SECONDS", 30, minimum=5)
 BUDGETS_DELIVERY_MAX_ATTEMPTS = env_int("BUDGETS_DELIVERY_MAX_ATTEMPTS", 5, minimum=1)
 BUDGETS_DELIVERY_BACKOFF_SECONDS = env_int("BUDGETS_DELIVERY_BACKOFF_SECONDS", 10, minimum=0)
 
