@@ -194,6 +194,9 @@ def partition_create(*, partition: Partition) -> bool:
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+            # Inside a caller's transaction that inserted rows (Django's foreign keys are
+            # DEFERRABLE), PostgreSQL refuses DDL on a table with pending checks: run them now.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             cursor.execute(f"LOCK TABLE {DEFAULT} IN ACCESS EXCLUSIVE MODE")
             cursor.execute("SELECT 1 FROM pg_class WHERE oid = to_regclass(%s)", [partition.name])
             if cursor.fetchone():
@@ -230,6 +233,7 @@ def partition_drop(*, partition: Partition) -> None:
     """Drop one month's partition (its rows, its indexes, its disk)."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # as in partition_create
         cursor.execute(f"DROP TABLE IF EXISTS {partition.name}")
     _known.discard(_month_key(partition.start))
 

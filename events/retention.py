@@ -35,6 +35,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -203,3 +204,66 @@ def _delete_batched(report: ExpiryReport, *, table: str, project_id: int, before
             # Steer the next batch to TARGET_LOCK_MS from this one's rows per ms.
             size = int(min(MAX_BATCH, max(MIN_BATCH, size * TARGET_LOCK_MS / max(elapsed, 1.0))))
             time.sleep(PAUSE_S)
+
+
+# --- Runs whose events are gone (a read: what the run page and GET /runs/{id} show) ------------
+
+
+def run_tree_expired(run: Any, *, failed: bool = False) -> dict[str, Any]:
+    """The tree of a run whose events expired, from what ingest aggregated.
+
+    RunSection keeps each section label of the run with the calls and cost
+    directly inside it, and which labels are roots; the nesting below a root
+    is not kept, so the other sections hang under the run's root when it has
+    one (the usual case: an agent section around its tools) and beside the
+    roots otherwise.  Token counts and latencies per section were not
+    aggregated: they are None (the page shows "—").  The run's own totals
+    (the Run row) are whole.  Same keys as run_tree_detail, plus
+    `"calls_expired": True`.
+    """
+    from events.models import RunSection
+
+    rows = list(
+        RunSection.objects.filter(project_id=run.project_id, run_id=run.run_id)
+        .order_by("started_at", "section")
+        .values_list("section", "is_root", "calls", "cost_usd", "started_at")[:TREE_EXPIRED_MAX_SECTIONS]
+    )
+    nodes: list[dict[str, Any]] = [
+        {
+            "span_id": None,
+            "name": label,
+            "span_type": "section",
+            "section_path": label if is_root else None,
+            "cost_usd": cost,
+            "self_cost_usd": cost,
+            "calls": calls,
+            "input_tokens": None,
+            "output_tokens": None,
+            "latency_ms": None,
+            "status": "ok",
+            "started_at": started.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+            "children": [],
+            **({"failed": 0} if failed else {}),
+        }
+        for label, is_root, calls, cost, started in rows
+    ]
+    roots = [node for node, row in zip(nodes, rows, strict=True) if row[1]]
+    others = [node for node, row in zip(nodes, rows, strict=True) if not row[1]]
+    if len(roots) == 1:
+        roots[0]["children"] = others
+        roots[0]["calls"] += sum(node["calls"] for node in others)
+        roots[0]["cost_usd"] += sum(node["cost_usd"] for node in others)
+        tree = roots
+    else:
+        tree = roots + others
+    return {
+        "tree": tree,
+        "truncated": len(rows) >= TREE_EXPIRED_MAX_SECTIONS,
+        "tree_calls": 0,
+        "omitted_calls": 0,
+        "omitted_sections": 0,
+        "calls_expired": True,
+    }
+
+
+TREE_EXPIRED_MAX_SECTIONS = 10_000
