@@ -111,6 +111,42 @@ POLICY = " ".join(
     for i in range(260)
 )  # ~12k tokens: step:classify sends the whole support policy with each ticket
 TOPICS = ["billing", "login", "refund", "api limits", "data export", "invoice", "sso", "webhooks"]
+
+# Who the runs are for (issue 15's breakdown): twelve customers, a few of whom
+# send most of the tickets (so cost most), each with its plan and its users.
+# (customer, plan, share of the runs, users); user ids are numbered across customers.
+CUSTOMERS = [
+    ("acme", "enterprise", 0.34, 8),
+    ("globex", "enterprise", 0.22, 6),
+    ("initech", "pro", 0.12, 5),
+    ("umbrella", "pro", 0.08, 4),
+    ("hooli", "pro", 0.06, 4),
+    ("stark", "free", 0.04, 3),
+    ("wayne", "free", 0.04, 3),
+    ("wonka", "free", 0.03, 2),
+    ("tyrell", "free", 0.03, 2),
+    ("cyberdyne", "free", 0.02, 2),
+    ("soylent", "free", 0.01, 1),
+    ("oscorp", "free", 0.01, 1),
+]
+
+
+def customer_users() -> dict[str, list[str]]:
+    """Each customer's user ids: u-1.. in CUSTOMERS' order."""
+    users: dict[str, list[str]] = {}
+    n = 0
+    for name, _, _, count in CUSTOMERS:
+        users[name] = [f"u-{n + i + 1}" for i in range(count)]
+        n += count
+    return users
+
+
+def run_attributes(rng: random.Random) -> dict[str, str]:
+    """A run's user_id, customer and plan: a customer by its share, one of its users."""
+    pick = rng.choices(CUSTOMERS, weights=[c[2] for c in CUSTOMERS])[0]
+    return {"user_id": rng.choice(customer_users()[pick[0]]), "customer": pick[0], "plan": pick[1]}
+
+
 DOCS = [
     f"Knowledge base article {i} about {TOPICS[i % len(TOPICS)]}: " + "step-by-step instructions and caveats " * 36
     for i in range(40)
@@ -654,13 +690,17 @@ def drive(args: argparse.Namespace, result: SeedResult) -> None:
     rng = random.Random(args.random_seed)
     # Today's times from a generator of their own: the scenario's draws stay as they were.
     clock = random.Random(args.random_seed)
+    people = random.Random(args.random_seed + 1)
     bot = SupportBot(clients, loop, rng)
     progress = Progress(total_runs(args))
     try:
         for offset in range(args.days - 1, -1, -1):
             day = Day(offset)
             for _ in range(args.history_runs_per_day if offset else args.runs_per_day):
-                attrs: dict[str, Any] = {"user_id": f"u-{rng.randint(1, 60)}", "plan": rng.choice(["free", "pro"])}
+                # The scenario's two draws for the old user_id/plan stay, so its sequence is as it was;
+                # who the run is for comes from a generator of its own.
+                rng.randint(1, 60), rng.choice(["free", "pro"])
+                attrs: dict[str, Any] = dict(run_attributes(people))
                 if offset:
                     # Spread the day's runs between 30 min and 23 h before this moment, `offset` days ago.
                     attrs[SHIFT_ATTR] = offset * 86400 + rng.uniform(1800, 82800)

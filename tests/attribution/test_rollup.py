@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 
 import pytest
 
@@ -130,3 +131,21 @@ def test_rebuild_lands_on_the_rows_ingest_kept(seeded: Api, project):
     # reprice with unchanged prices rebuilds nothing it did not change, and keeps the rows
     events_reprice(since=dt.datetime(2026, 11, 24, tzinfo=dt.UTC), project_id=project.id)
     assert snapshot() == before
+
+
+def test_rebuild_command_backfills_history(seeded: Api, project):
+    from django.core.management import call_command
+
+    def state():  # type: ignore[no-untyped-def]
+        return (
+            sorted(AttributeRollup.objects.filter(project_id=project.id).values_list("key", "day", "value", "calls")),
+            sorted(Run.objects.filter(project_id=project.id).values_list("run_id", "attributes")),
+        )
+
+    before = state()
+    # history from before the rollup: no attribute rows, runs without attributes
+    AttributeRollup.objects.filter(project_id=project.id).delete()
+    Run.objects.filter(project_id=project.id).update(attributes={})
+    assert state() != before
+    call_command("attribution_rebuild", "--since", "2026-11-24", stdout=io.StringIO())
+    assert state() == before

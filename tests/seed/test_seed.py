@@ -95,6 +95,14 @@ def test_seed_runs_costs_trees_and_insights(seeded):  # type: ignore[no-untyped-
     assert not events.filter(attributes__has_key="_seed_shift_s").exists()
     assert events.filter(attributes__has_key="user_id").count() == events.count()
 
+    # Who the runs are for (issue 15): every run carries user_id, customer and plan,
+    # and the breakdown by customer shows a few customers costing most.
+    assert runs.filter(attributes__has_key="customer").count() == runs.count()
+    assert runs.filter(attributes__has_key="user_id").filter(attributes__has_key="plan").count() == runs.count()
+    by_customer = get(f"{url}/costs?group_by=attribute:customer&days=3&limit=3", key)
+    assert by_customer["rows"][0]["key"] in {"acme", "globex"}
+    assert sum(r["share"] for r in by_customer["rows"]) > 0.5
+
     # Exact costs: every LLM call costs what OpenAI's price list says for its
     # tokens (openai.com/api/pricing, USD per 1M: input, cached input, output).
     published = {
@@ -221,3 +229,18 @@ def test_scenario_clears_each_threshold_with_room() -> None:
     # The test's scale clears every minimum.
     assert RUNS_PER_DAY >= max(d.SPIKE_MIN_WINDOW_RUNS, d.RETRY_MIN_RUNS)
     assert 2 * RUNS_PER_DAY >= max(d.BLOAT_MIN_WINDOW_CALLS, d.BLOAT_MIN_BASELINE_CALLS, d.INEFFICIENCY_MIN_CALLS)
+
+
+def test_run_attributes_skew_to_a_few_customers() -> None:
+    seed = load_seed()
+    rng = seed.random.Random(7)
+    draws = [seed.run_attributes(rng) for _ in range(2000)]
+    counts: dict[str, int] = {}
+    for d in draws:
+        counts[d["customer"]] = counts.get(d["customer"], 0) + 1
+    # three of twelve customers send 68% of the runs (CUSTOMERS' shares)
+    assert sum(sorted(counts.values(), reverse=True)[:3]) / len(draws) > 0.6
+    plans = {name: plan for name, plan, _, _ in seed.CUSTOMERS}
+    users = seed.customer_users()
+    assert all(d["user_id"] in users[d["customer"]] and d["plan"] == plans[d["customer"]] for d in draws)
+    assert len({d["user_id"] for d in draws}) == sum(c[3] for c in seed.CUSTOMERS) == 41
