@@ -327,6 +327,8 @@ if EVENT_RETENTION_DAYS > 36500:
 EVENT_RETENTION_INTERVAL_SECONDS = env_int("EVENT_RETENTION_INTERVAL_SECONDS", 3600, minimum=60)
 # How often the dashboard's run list polls for new runs.
 DASHBOARD_POLL_SECONDS = env_int("DASHBOARD_POLL_SECONDS", 5, minimum=1)
+# How long an OTLP span waits for its parent span before it is stored without it (otlp/models.py).
+OTLP_PENDING_SECONDS = env_int("OTLP_PENDING_SECONDS", 60, minimum=0)
 
 # --- Budgets and alerts (budgets/, README "Budgets and alerts") ---------------
 # EMAIL_URL: smtp://user:pass@host:587?tls=1 and the like; unset = console backend.
