@@ -39,6 +39,9 @@ def email_settings(raw: str) -> dict[str, Any]:
     for flag in ("tls", "ssl"):
         if flag in query and query[flag][0].lower() not in BOOLEANS:
             raise ImproperlyConfigured(f"{problem}: {flag}= takes 1 or 0")
+    truthy = [f for f in ("tls", "ssl") if f in query and query[f][0].lower() in {"1", "true", "yes", "on", "y", "t"}]
+    if len(truthy) == 2:
+        raise ImproperlyConfigured(f"{problem}: tls (STARTTLS) and ssl (implicit TLS) exclude each other")
     if "timeout" in query and not query["timeout"][0].isdigit():
         raise ImproperlyConfigured(f"{problem}: timeout= takes whole seconds")
     smtp = parts.scheme in {"smtp", "smtps", "submission", "submit"}
@@ -49,8 +52,6 @@ def email_settings(raw: str) -> dict[str, Any]:
     if port is not None and not 0 < port < 65536:
         raise ImproperlyConfigured(f"{problem}: the port must be 1-65535")
     conf = dj_email_url.parse(raw)
-    if conf.get("EMAIL_USE_TLS") and conf.get("EMAIL_USE_SSL"):
-        raise ImproperlyConfigured(f"{problem}: tls and ssl exclude each other")
     if smtp and conf.get("EMAIL_TIMEOUT") is None:
         conf["EMAIL_TIMEOUT"] = 10  # a hung SMTP server must not hold a worker
     return {k: v for k, v in conf.items() if v is not None and not (k == "EMAIL_FILE_PATH" and not v)}
