@@ -12,4 +12,5 @@ urlpatterns = [
     path("dashboard/insights/<int:insight_id>/<str:action>/", views.insight_action, name="insight-action"),
     path("dashboard/insights/history/<int:track_id>/restore/", views.insight_restore, name="insight-restore"),
     path("dashboard/pricing/", views.pricing, name="pricing"),
+    path("dashboard/timezone/", views.timezone_set, name="timezone"),
 ]

@@ -8,7 +8,10 @@ page also works as a plain link.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
+import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -20,6 +23,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import selectors
@@ -35,6 +39,7 @@ from dashboard.formatting import (
     tokens,
     usd,
 )
+from dashboard.services import user_timezone_set
 from events.api import FIRST_YEAR, LAST_YEAR, amount_parse, cursor_valid, moment_parse
 from events.models import Run
 from events.selectors import (
@@ -60,7 +65,6 @@ from projects.selectors import project_list_for_user
 
 SESSION_PROJECT = "dashboard_project_id"
 RUNS_PER_PAGE = 50
-WINDOWS = {1: "Today", 7: "7 days", 30: "30 days"}
 CHART_DAYS = 30
 CHART_MIN_DAYS = 14
 # What Django's reverse() leaves unquoted in a path segment (RFC 3986 sub-delims and "/~:@").
@@ -129,6 +133,71 @@ def _query(params: dict[str, Any], **changes: Any) -> str:
     return "?" + urlencode(clean) if clean else "?"
 
 
+# The overview's periods: (URL value, label, days up to today).
+RANGES = {"today": ("Today", 1), "7d": ("7 days", 7), "30d": ("30 days", 30), "90d": ("90 days", 90)}
+RANGE_FROM_DAYS = {"1": "today", "7": "7d", "30": "30d"}  # the older ?days= links
+RANGE_MAX_DAYS = 366
+
+
+@dataclass(slots=True)
+class Period:
+    key: str  # a RANGES key or "custom"
+    label: str
+    start: dt.date
+    end: dt.date
+    errors: list[str]
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+
+def overview_period(params: Any, *, today: dt.date) -> Period:
+    """The overview's period from `range` (today, 7d, 30d, 90d), or `from` and
+    `to` (UTC days, inclusive, at most RANGE_MAX_DAYS), or the older `days`."""
+    errors: list[str] = []
+    raw_from, raw_to = (params.get("from") or "").strip(), (params.get("to") or "").strip()
+    if raw_from or raw_to:
+        start, end = _date(raw_from), _date(raw_to) if raw_to else today
+        if start is None or end is None:
+            errors.append("From and To are dates like 2026-11-26.")
+        elif end < start:
+            errors.append("To is before From.")
+        elif (end - start).days + 1 > RANGE_MAX_DAYS:
+            errors.append(f"A period is at most {RANGE_MAX_DAYS} days.")
+        else:
+            return Period("custom", f"{start:%Y-%m-%d} → {end:%Y-%m-%d}", start, end, errors)
+    key = params.get("range") or RANGE_FROM_DAYS.get(params.get("days") or "", "7d")
+    if key not in RANGES:
+        key = "7d"
+    label, days = RANGES[key]
+    return Period(key, label, today - dt.timedelta(days=days - 1), today, errors)
+
+
+def user_timezone(user: Any) -> str:
+    """The user's time zone (projects.UserSettings), UTC when none is set."""
+    settings_row = getattr(user, "llmobserve_settings", None) if user.is_authenticated else None
+    return settings_row.timezone if settings_row is not None else "UTC"
+
+
+def in_user_timezone(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Render the view's times in the user's time zone (request.user_tz names
+    it), for this request only (the active zone is per thread)."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        name = user_timezone(request.user)
+        try:
+            zone: dt.tzinfo = zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            name, zone = "UTC", dt.UTC
+        request.user_tz = name  # type: ignore[attr-defined]
+        with timezone.override(zone):
+            return view(request, *args, **kwargs)
+
+    return wrapper
+
+
 @login_required
 @require_GET
 def overview(request: HttpRequest) -> HttpResponse:
@@ -137,51 +206,77 @@ def overview(request: HttpRequest) -> HttpResponse:
     project = choice.current
     if project is None:
         return _page(request, "dashboard/overview.html", context)
-    try:
-        window = int(request.GET.get("days", 7))
-    except ValueError:
-        window = 7
-    if window not in WINDOWS:
-        window = 7
     by: selectors.Dimension = "model" if request.GET.get("by") == "model" else "section"
     today = today_utc()
-    start = today - dt.timedelta(days=CHART_DAYS - 1)
-    window_start = today - dt.timedelta(days=window - 1)
+    period = overview_period(request.GET, today=today)
+    end = period.end
+    # The chart shows the period, two weeks at least (ending with it).
+    start = min(period.start, end - dt.timedelta(days=CHART_MIN_DAYS - 1))
     spend = selectors.spend_summary_get(project_id=project.id, today=today)
-    series = selectors.spend_daily_by(project_id=project.id, dimension=by, start=start, end=today)
-    # A young project's chart starts at its first day of cost (two weeks at least), not 30 empty days back.
+    series = selectors.spend_daily_by(project_id=project.id, dimension=by, start=start, end=end)
+    # A young project's chart starts at its first day of cost (two weeks at least), not weeks of empty days.
     first = min((day for days in series.values() for day, cost in days.items() if cost > 0), default=start)
-    chart_start = max(start, min(first, today - dt.timedelta(days=CHART_MIN_DAYS - 1)))
+    chart_start = max(start, min(first, end - dt.timedelta(days=CHART_MIN_DAYS - 1)))
     available, insights, _computation = selectors.insight_list_for_project(project_id=project.id, limit=5)
-    chart = stacked_daily(series, start=chart_start, end=today)
-    cannot_price = selectors.spend_unpriced_summary(project_id=project.id, since=start)
+    chart = stacked_daily(series, start=chart_start, end=end)
+    cannot_price = selectors.spend_unpriced_summary(
+        project_id=project.id, since=today - dt.timedelta(days=CHART_DAYS - 1)
+    )
+    chart_days = (end - chart_start).days + 1
+    chart_title = f"last {chart_days} days" if end == today else f"{chart_start:%Y-%m-%d} → {end:%Y-%m-%d}"
+    # Every toggle in the URL: the period, the split.
+    state = (
+        {"range": period.key} if period.key != "custom" else {"from": period.start.isoformat(), "to": end.isoformat()}
+    )
     context.update(
         has_runs=selectors.project_has_runs(project_id=project.id),
         spend=[{"item": s, "change": change(s.current, s.previous)} for s in spend],
         chart=chart,
-        chart_svg=chart.svg(
-            label=f"Daily cost for the last {(today - chart_start).days + 1} days, stacked by {by}; "
-            f"{usd(chart.total)} in all"
-        ),
+        chart_svg=chart.svg(label=f"Daily cost, {chart_title}, stacked by {by}; {usd(chart.total)} in all"),
         chart_by=by,
-        chart_days=(today - chart_start).days + 1,
-        window=window,
-        window_label=WINDOWS[window],
-        window_since=window_start.isoformat(),
-        top_sections=selectors.spend_top_list(
-            project_id=project.id, dimension="section", start=window_start, end=today
-        ),
-        top_models=selectors.spend_top_list(project_id=project.id, dimension="model", start=window_start, end=today),
+        chart_days=chart_days,
+        chart_title=chart_title,
+        period=period,
+        window=period.days,
+        window_label=period.label,
+        window_since=period.start.isoformat(),
+        window_until=end.isoformat(),
+        top_sections=selectors.spend_top_list(project_id=project.id, dimension="section", start=period.start, end=end),
+        top_models=selectors.spend_top_list(project_id=project.id, dimension="model", start=period.start, end=end),
         insights_available=available,
         insights=insights,
         unpriced=cannot_price.models,
         cannot_price=cannot_price,
-        chart_tabs=[{"by": b, "url": _query({"days": window}, by=b), "current": b == by} for b in ("section", "model")],
+        chart_tabs=[{"by": b, "url": _query(state, by=b), "current": b == by} for b in ("section", "model")],
         window_tabs=[
-            {"label": label, "url": _query({"by": by}, days=d), "current": d == window} for d, label in WINDOWS.items()
+            {
+                "label": label,
+                "url": _query({"by": by if by != "section" else None}, range=key),
+                "current": key == period.key,
+            }
+            for key, (label, _days) in RANGES.items()
         ],
+        period_errors=period.errors,
+        user_tz=user_timezone(request.user),
+        timezone_url=reverse("dashboard:timezone"),
+        overview_url=reverse("dashboard:overview") + _query({**state, "by": by if by != "section" else None}),
     )
     return _page(request, "dashboard/overview.html", context, partials=("chart", "breakdown"))
+
+
+@login_required
+@require_POST
+def timezone_set(request: HttpRequest) -> HttpResponse:
+    """The user's time zone (a small form on the overview)."""
+    name = (request.POST.get("timezone") or "").strip()
+    try:
+        user_timezone_set(user=request.user, timezone=name)
+    except ValueError as exc:
+        return HttpResponse(f"{exc}.", status=400, content_type="text/plain; charset=utf-8")
+    back = request.POST.get("next") or ""
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        back = reverse("dashboard:overview")
+    return redirect(back)
 
 
 def _date(value: str | None) -> dt.date | None:
@@ -334,12 +429,14 @@ def _offset(value: str | None) -> int:
 
 @login_required
 @require_GET
+@in_user_timezone
 def run_list_page(request: HttpRequest) -> HttpResponse:
     choice = project_choose(request)
     context = _base_context(request, choice, "runs")
     project = choice.current
     if project is None:
         return _page(request, "dashboard/runs.html", context)
+    context["user_tz"] = getattr(request, "user_tz", "UTC")
     query = _run_query(request.GET)
     filters, raw, errors = query.filters, query.raw, query.errors
     state = {**raw}
@@ -590,6 +687,7 @@ def run_timeline(run: Run, tree_rows: list[dict[str, Any]], *, run_href: str) ->
 
 @login_required
 @require_GET
+@in_user_timezone
 def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     choice = project_choose(request)
     if not choice.projects:
@@ -601,6 +699,7 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     if choice.current is None or run.project_id != choice.current.id:
         choice = ProjectChoice(current=run.project, projects=choice.projects)
     context = _base_context(request, choice, "runs")
+    context["user_tz"] = getattr(request, "user_tz", "UTC")
     run_href = reverse("dashboard:run-detail", args=["-"])[:-2] + quote(run.run_id, safe=RUN_ID_SAFE) + "/"
     span_id = request.GET.get("call") or ""
     call_panel = _run_call_panel(run.project_id, run, span_id) if span_id else None

@@ -170,7 +170,7 @@ def test_overview_empty_state_has_the_snippet(owner_client, project):
     assert "Send your first events" in body
     assert "python manage.py create_api_key --project acme" in body
     assert 'observe(collector_url="http://testserver"' in body
-    assert "No cost in the last 30 days" in body
+    assert "No cost in the last 14 days" in body  # the default period (7 days) charts two weeks
 
 
 # --- runs ---------------------------------------------------------------------
