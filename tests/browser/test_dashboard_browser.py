@@ -104,7 +104,7 @@ def test_live_run_list_tree_and_pricing(page, screenshot, seeded, owner, api_key
 
 
 def test_follow_an_insight(page, screenshot, seeded, owner, project):
-    insight = make_insight(project)
+    insight = make_insight(project, model="gpt-4o-2024-08-06")  # the model run-42's calls name
     login(page, "olivia", "pw-olivia-123")
     link = page.locator("#latest-insights a").filter(has_text="gpt-4o-mini would do")
     assert "$3.25" in page.locator("#latest-insights").inner_text()
@@ -115,7 +115,8 @@ def test_follow_an_insight(page, screenshot, seeded, owner, project):
     assert "model_inefficiency" in card.inner_text()
     screenshot("insights")
     card.locator("a.follow").click()
-    page.wait_for_url("**/dashboard/runs/?section=tool%3Aweb_search")
+    # The drill-down keeps the insight's window, section and model (issue 15).
+    page.wait_for_url("**/dashboard/runs/?since=*&section=tool%3Aweb_search&model=gpt-4o-2024-08-06")
     assert page.locator("tr[data-run-id='run-42']").count() == 1
     assert page.locator("tr[data-run-id='run-old-2-1']").count() == 0  # step:analyze_results only
     assert page.locator("input[name=section]").input_value() == "tool:web_search"
