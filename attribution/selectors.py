@@ -196,7 +196,16 @@ def _where(query: CostQuery, *, project_id: int, attribute_table: bool) -> tuple
 def _sums(row: tuple[Any, ...] | None) -> Sums:
     if row is None:
         return Sums()
-    return Sums(*(int(v or 0) for v in row[:6]), cost_usd=float(row[6] or 0.0))
+    calls, errors, unpriced, unknown, tokens_in, tokens_out = (int(v or 0) for v in row[:6])
+    return Sums(
+        calls=calls,
+        errors=errors,
+        unpriced_calls=unpriced,
+        usage_unknown_calls=unknown,
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        cost_usd=float(row[6] or 0.0),
+    )
 
 
 SUM_SQL = ", ".join(f"SUM({c})" for c in SUMS)

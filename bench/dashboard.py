@@ -29,6 +29,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -238,7 +239,7 @@ def add_rare_section(project_id: int) -> None:
     for i in range(25):
         started = now - dt.timedelta(days=DAYS) + dt.timedelta(days=DAYS * i / 25, minutes=7)
         run_id = f"bench-rare-{i:02d}"
-        common = {"run_id": run_id, "service": "batch-jobs"}
+        common: dict[str, Any] = {"run_id": run_id, "service": "batch-jobs"}
         events += [
             EventIn(
                 event_id=f"{run_id}-a",
@@ -321,8 +322,8 @@ def main() -> int:
         # Fresh planner statistics, as autovacuum keeps them in service: right
         # after a bulk load PostgreSQL still believes the tables hold a few
         # hundred rows and picks bitmap scans of the whole project (0.3-1 s).
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
+        with connection.cursor() as db:
+            db.execute("ANALYZE")
     client = Client(HTTP_HOST="localhost")
     client.force_login(user)
     newest = Run.objects.filter(project=project).order_by("-started_at", "-id").first()
