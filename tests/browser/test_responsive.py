@@ -206,7 +206,7 @@ def test_pricing_table_fits_its_card_on_a_laptop(page, awkward, owner):
     assert card.evaluate("c => c.scrollWidth <= c.clientWidth")
 
 
-def test_dark_mode_follows_the_system(page, awkward, owner):
+def test_dark_mode_follows_the_system(page, screenshot, awkward, owner):
     login(page, "olivia", "pw-olivia-123")
     page.emulate_media(color_scheme="light")
     page.goto("/dashboard/settings/")
@@ -217,3 +217,21 @@ def test_dark_mode_follows_the_system(page, awkward, owner):
     assert dark == "rgb(15, 17, 23)"
     card = page.locator(".card").first.evaluate("c => getComputedStyle(c).backgroundColor")
     assert card == "rgb(23, 26, 34)"
+    screenshot("dark-settings")
+    page.goto("/")
+    screenshot("dark-overview")
+
+
+def test_loading_bar_shows_while_htmx_works_not_while_it_polls(page, screenshot, awkward, owner):
+    """htmx puts .htmx-request on the element whose request is in flight; the CSS
+    draws a bar for it, except for the run list's background polling (data-live)."""
+    login(page, "olivia", "pw-olivia-123")
+    page.goto("/dashboard/runs/")
+    bar = "() => getComputedStyle(document.body, '::before').animationName"
+    assert page.evaluate(bar) == "none"
+    page.locator("#run-table[data-live]").evaluate("el => el.classList.add('htmx-request')")
+    assert page.evaluate(bar) == "none"
+    page.locator("#run-table").evaluate("el => el.classList.remove('htmx-request')")
+    page.locator("form.filters").evaluate("el => el.classList.add('htmx-request')")
+    assert page.evaluate(bar) == "htmx-loading"
+    assert page.evaluate("() => getComputedStyle(document.body, '::before').position") == "fixed"
