@@ -37,8 +37,10 @@ from ._events import (
     P_OPENAI_STREAM,
     P_PINECONE,
     P_TOKENS,
+    model_of,
     openai_raw,
     openai_stream,
+    openai_usage,
     pinecone_event,
 )
 from .context import Frame, RunBudget
@@ -129,6 +131,10 @@ class Rates(NamedTuple):
     per_call: float
     discount: float  # 0..1
     matched: str
+    # (input, cached input or None, output, reasoning or None) USD per token
+    # when none of them has long-context tiers: a call with only these units
+    # is priced by a few multiplications (cost_tokens), no dict built
+    tokens: tuple[float, float | None, float, float | None] | None = None
 
 
 def rates_parse(obj: Any) -> Rates | None:
@@ -157,7 +163,20 @@ def rates_parse(obj: Any) -> Rates | None:
         )
         units[str(unit)] = (per, tuple(sorted(tiers)))
     discount = min(1.0, max(0.0, _finite(m.get("discount_percent") or 0.0) / 100.0))
-    return Rates(units, per_call, discount, str(m.get("model") or ""))
+    tokens = None
+    if not any(units[u][1] for u in _COUNT_UNITS if u in units):
+
+        def rate_of(unit: str) -> float | None:
+            rate = units.get(unit)
+            return None if rate is None else rate[0]
+
+        tokens = (
+            rate_of("input_tokens") or 0.0,
+            rate_of("cached_input_tokens"),
+            rate_of("output_tokens") or 0.0,
+            rate_of("reasoning_tokens"),
+        )
+    return Rates(units, per_call, discount, str(m.get("model") or ""), tokens)
 
 
 def _finite(v: Any) -> float:
@@ -200,30 +219,81 @@ def cost_usd(rates: Rates, units: dict[str, float]) -> float:
     return total
 
 
-def _units(u: tuple | None) -> dict[str, float] | None:
-    """The non-zero units of an ``openai_usage`` tuple."""
-    if u is None:
-        return None
-    out: dict[str, float] = {}
+def cost_tokens(t: tuple[float, float | None, float, float | None], u: tuple) -> float:
+    """:func:`cost_usd` for a call with only the four token counts (``u``:
+    input, output, cached input, reasoning) and rates without tiers
+    (``Rates.tokens``), by the same rules, without building a dict."""
+    inp, out, cached, reasoning = u[0], u[1], u[2], u[3]
+    rate_in, rate_cached, rate_out, rate_reasoning = t
+    usd = 0.0
+    if cached and rate_cached is not None:  # priced on its own: out of input
+        usd += cached * rate_cached
+        inp = max(0, inp - cached)
+    if reasoning and rate_reasoning is not None:
+        usd += reasoning * rate_reasoning
+        out = max(0, out - reasoning)
+    return usd + inp * rate_in + out * rate_out
+
+
+def usage_usd(rates: Rates, u: tuple) -> float:
+    """USD of a usage ``u`` = (input, output, cached input, reasoning,
+    other units or None)."""
+    t = rates.tokens
+    if t is not None and not u[4]:
+        usd = cost_tokens(t, u) + rates.per_call
+        return usd - usd * rates.discount if rates.discount else usd
+    units: dict[str, float] = {}
     for unit, v in zip(_COUNT_UNITS, u[:4], strict=False):
         if v:
-            out[unit] = v
+            units[unit] = v
     if u[4]:
-        out.update((k, v) for k, v in u[4].items() if v)
-    return out
+        units.update((k, v) for k, v in u[4].items() if v)
+    return cost_usd(rates, units)
 
 
-def call_units(model: Any, pkind: int, payload: Any) -> tuple[Any, dict[str, float] | None]:
-    """(the model that served it, its billable units or None) of a recorded
-    call, read from the payload the exporter will read again."""
+def _usage(u: tuple | None) -> tuple | None:
+    """An ``openai_usage`` tuple as a usage (None: unknown or nothing used)."""
+    if u is None or not (u[0] or u[1] or u[4]):
+        return None
+    return u[:5]
+
+
+_decoder = json.JSONDecoder()
+
+
+def _stream_usage(payload: tuple, model: Any) -> tuple[Any, tuple | None]:
+    """(model, usage) of a finished chat/completions stream whose usage chunk
+    was kept as bytes: only its ``usage`` object is decoded (the exporter
+    decodes the whole chunk later, off this thread); the model from the
+    start of the body. Else (parsed chunks, Responses) as the exporter does."""
+    usage, head = payload[0], payload[1]
+    if type(usage) is bytes:
+        i = usage.find(b'"usage":')
+        if i >= 0:
+            text = usage[i + 8 :].decode("utf-8", "replace")
+            try:
+                obj = _decoder.raw_decode(text, len(text) - len(text.lstrip()))[0]
+            except ValueError:
+                obj = None
+            if isinstance(obj, dict):
+                if head is not None:
+                    model = model_of(head) or model
+                return model, _usage(openai_usage(obj))
+    model, u, _ = openai_stream(payload, model, {})
+    return model, _usage(u)
+
+
+def call_units(model: Any, pkind: int, payload: Any) -> tuple[Any, tuple | None]:
+    """(the model that served it, its usage or None) of a recorded call, read
+    from the payload the exporter will read again. A usage: (input, output,
+    cached input, reasoning, other units or None)."""
     if pkind == P_TOKENS:
-        return model, _units(payload)
+        return model, _usage(payload)
     if pkind == P_OPENAI_STREAM:
-        model, u, _ = openai_stream(payload, model, {})
-        return model, _units(u)
+        return _stream_usage(payload, model)
     if pkind == P_OPENAI_RAW:
         model, u, _ = openai_raw(payload, model)
-        return model, _units(u)
+        return model, _usage(u)
     if pkind == P_PINECONE:
         model, ru, wu, fields = pinecone_event(payload, model, {})
         units: dict[str, float] = {}
@@ -234,7 +304,7 @@ def call_units(model: Any, pkind: int, payload: Any) -> tuple[Any, dict[str, flo
         details = (fields or {}).get("usage_details")
         if details:
             units.update((k, v) for k, v in details.items() if v)
-        return model, units
+        return model, (0, 0, 0, 0, units) if units else None
     return model, None
 
 
@@ -263,9 +333,7 @@ def _want(key: tuple[str, str]) -> None:
         exp.want_price(key)
 
 
-def _price(
-    key: tuple[str, str] | None, req_key: tuple[str, str] | None, units: dict[str, float]
-) -> tuple[float | None, bool]:
+def _price(key: tuple[str, str] | None, req_key: tuple[str, str] | None, usage: tuple) -> tuple[float | None, bool]:
     """(USD of ``units``, final). At ``key``'s rates (the model the response
     names): final. While those are not fetched yet, at the requested model's
     (a dated snapshot answered for an alias: nearly always the same price),
@@ -277,10 +345,10 @@ def _price(
     if r is _MISSING:
         _want(key)  # type: ignore[arg-type]
     if type(r) is Rates:
-        return cost_usd(r, units), True
+        return usage_usd(r, usage), True
     r2 = prices.get(req_key, _MISSING) if req_key is not None and req_key != key else None
     if type(r2) is Rates:
-        return cost_usd(r2, units), r is not _MISSING
+        return usage_usd(r2, usage), r is not _MISSING
     if r is _MISSING:
         return None, False
     if key is not None and key not in _said_unpriced:
@@ -301,20 +369,20 @@ def account(budget: RunBudget, provider: Any, model: Any, req_model: Any, pkind:
     if pkind == P_NONE:
         return  # a failed call: nothing billed
     try:
-        model, units = call_units(model, pkind, payload)
-        if not units:
+        model, usage = call_units(model, pkind, payload)
+        if usage is None:
             return
         key = _key(provider, model)
-        req_key = _key(provider, req_model) if req_model is not None else None
+        req_key = _key(provider, req_model) if req_model is not None and req_model != model else None
         with _lock:
-            usd, final = _price(key, req_key, units)
+            usd, final = _price(key, req_key, usage)
             if usd is not None:
                 budget.add(usd)
             if not final:
                 pending = budget.pending
                 if len(pending) >= MAX_PENDING:
                     pending.pop(0)
-                pending.append((key, req_key, units, usd or 0.0))
+                pending.append((key, req_key, usage, usd or 0.0))
     except Exception:
         logger.debug("llmobserve: could not count a call towards its run's cap", exc_info=True)
 
@@ -325,13 +393,13 @@ def settle(budget: RunBudget) -> None:
         items = budget.pending[:]
         del budget.pending[: len(items)]  # (what is added meanwhile stays)
         left = []
-        for key, req_key, units, counted in items:
-            usd, final = _price(key, req_key, units)
+        for key, req_key, usage, counted in items:
+            usd, final = _price(key, req_key, usage)
             if usd is not None and usd != counted:
                 budget.add(usd - counted)
                 counted = usd
             if not final:
-                left.append((key, req_key, units, counted))
+                left.append((key, req_key, usage, counted))
         if left:
             budget.pending[:0] = left
 

@@ -711,3 +711,47 @@ def test_budget_exceeded_is_exported_and_picklable() -> None:
         {"model": "gpt-4o"},
         {"id": 3},
     )
+
+
+def test_pricing_rules_by_hand() -> None:
+    """The SDK prices as the collector's engine (pricing/costing.apply_card):
+    child units out of their parents when priced on their own, else inside
+    them (cached, reasoning) or unpriced (audio); long-context tiers; the
+    per-call price; the project's discount. Figures by hand."""
+    from llmobserve._guard import rates_parse, usage_usd
+
+    def rates(r: dict[str, Any], discount: float = 0.0) -> Any:
+        return rates_parse({"matched": {"model": "m", "discount_percent": discount, "rates": r}})
+
+    plain = rates({"input_tokens": {"usd_per_1m": 2.0}, "output_tokens": {"usd_per_1m": 8.0}})
+    assert plain is not None and plain.tokens is not None
+    # cached and reasoning have no rate of their own: billed inside input and output
+    assert usage_usd(plain, (1000, 100, 600, 40, None)) == pytest.approx(1000 * 2e-6 + 100 * 8e-6)
+    own = rates(
+        {
+            "input_tokens": {"usd_per_1m": 2.0},
+            "cached_input_tokens": {"usd_per_1m": 0.5},
+            "output_tokens": {"usd_per_1m": 8.0},
+            "reasoning_tokens": {"usd_per_1m": 4.0},
+            "requests": {"usd_per_call": 0.001},
+        },
+        discount=10,
+    )
+    expected = (400 * 2e-6 + 600 * 0.5e-6 + 60 * 8e-6 + 40 * 4e-6 + 0.001) * 0.9
+    assert usage_usd(own, (1000, 100, 600, 40, None)) == pytest.approx(expected)
+    # the same through the general path (a unit beyond the four counts: audio, unpriced, out of input)
+    assert usage_usd(own, (1000, 100, 600, 40, {"input_audio_tokens": 100})) == pytest.approx(
+        (300 * 2e-6 + 600 * 0.5e-6 + 60 * 8e-6 + 40 * 4e-6 + 0.001) * 0.9
+    )
+    tiered = rates(
+        {
+            "input_tokens": {"usd_per_1m": 1.25, "tiers": [{"above_input_tokens": 200_000, "usd_per_1m": 2.5}]},
+            "output_tokens": {"usd_per_1m": 10.0, "tiers": [{"above_input_tokens": 200_000, "usd_per_1m": 15.0}]},
+        }
+    )
+    assert tiered is not None and tiered.tokens is None
+    assert usage_usd(tiered, (100_000, 1000, 0, 0, None)) == pytest.approx(100_000 * 1.25e-6 + 1000 * 10e-6)
+    assert usage_usd(tiered, (250_000, 1000, 0, 0, None)) == pytest.approx(250_000 * 2.5e-6 + 1000 * 15e-6)
+    assert rates_parse({"matched": None}) is None
+    with pytest.raises(ValueError):
+        rates_parse({"matched": {"rates": {"input_tokens": {"usd_per_1m": float("nan")}}}})
