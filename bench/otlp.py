@@ -292,17 +292,43 @@ def _pg_admin(sql: str) -> None:
 
 
 class Client:
+    """One keep-alive connection, reopened when the server has closed it
+    (gunicorn ends idle keep-alive connections after 2 s, while bodies are built)."""
+
     def __init__(self, port: int, key: str) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        self.port = port
+        self.auth = f"Bearer {key}"
+        self.conn: http.client.HTTPConnection | None = None
+
+    def open(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
         self.conn.connect()
         assert self.conn.sock is not None
         self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.auth = f"Bearer {key}"
 
     def post(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
-        self.conn.request("POST", path, body=body, headers={"Authorization": self.auth, "Content-Type": content_type})
-        response = self.conn.getresponse()
-        return response.status, response.read()
+        for attempt in range(2):
+            if self.conn is None:
+                self.open()
+            assert self.conn is not None
+            try:
+                self.conn.request(
+                    "POST", path, body=body, headers={"Authorization": self.auth, "Content-Type": content_type}
+                )
+                response = self.conn.getresponse()
+                data = response.read()
+                if response.will_close:
+                    self.conn.close()
+                    self.conn = None
+                return response.status, data
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
 
 def _check(kind: str, status: int, data: bytes) -> None:
@@ -351,6 +377,7 @@ def run_db(vendor: str, reps: int, batches: int, result: Result, seed: int) -> N
                     build = events_body if kind == "events" else otlp_body
                     bodies = [build(workload(rng, shape, base + rep * 10**12)) for _ in range(batches)]
                     path, ctype = PATHS[kind]
+                    client.open()  # a fresh connection, outside the clock
                     times: list[float] = []
                     start = time.perf_counter()
                     for body in bodies:

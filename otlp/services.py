@@ -120,7 +120,10 @@ def _spans_ingest(
     index = kinds_plan(spans)
 
     # A span whose children were stored by an earlier request is a section too.
-    candidates = [span for span in spans if span.kind != SECTION_KIND]
+    # Only a span with no call below it here can be one (a call's waiting
+    # children came in with it above, from PendingSpan): a look-up per request
+    # for those alone, none for a request of calls and their sections.
+    candidates = [span for span in spans if span.kind == UNDECIDED]
     if candidates:
         parents = spans_with_stored_children(
             project_id=project_id, spans={(span.run_id, span.span) for span in candidates}
