@@ -269,13 +269,16 @@ class FakeAdminAPI:
 
 SEED_UNOBSERVED_SHARE = 0.10  # of one model's calls, never observed
 SEED_PROJECT_ID = "proj_seed"
+SEED_UNOBSERVED_MODEL = "gpt-4o-mini"  # step:answer and tool:web_search: the seed's busiest chat model
+SEED_FLEX_MODEL = "gpt-4.1"  # agent:writer's drafts
 
 
 def seeded_traffic(*, project_name: str) -> tuple[list[Traffic], dict[str, Rates], dict[str, str], str]:
     """The bill of what the seed sent for `project_name` (read back from its
-    rollups), with two known gaps: 10 % more calls of the busiest model than
-    were observed, and the second busiest billed on the flex tier.  Rates are
-    the pricing engine's for each model, so every other model agrees."""
+    rollups), with two known gaps: 10 % of gpt-4o-mini's calls never observed
+    (the bill has 1/0.9 of what was seen), gpt-4.1 billed on the flex tier
+    (other chat models stand in when a seed lacks them).  Rates are the
+    pricing engine's for each model, so every other model agrees."""
     from collections import defaultdict
 
     from events.models import DailyRollup
@@ -296,8 +299,10 @@ def seeded_traffic(*, project_name: str) -> tuple[list[Traffic], dict[str, Rates
     ranked = sorted(calls_by_model, key=lambda m: (-calls_by_model[m], m))
     if not ranked:
         raise SystemExit("fake admin: the seeded project has no OpenAI calls to bill")
-    unobserved = ranked[0]
-    flex = ranked[1] if len(ranked) > 1 else ""
+    # The seed's models when present (same gaps whatever --days and --runs-per-day), else by calls.
+    unobserved = SEED_UNOBSERVED_MODEL if SEED_UNOBSERVED_MODEL in calls_by_model else ranked[0]
+    others = [m for m in ranked if m != unobserved]
+    flex = SEED_FLEX_MODEL if SEED_FLEX_MODEL in others else (others[0] if others else "")
     table = price_table_current(fresh=True)
     rates: dict[str, Rates] = {}
     traffic = []

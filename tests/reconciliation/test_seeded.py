@@ -59,8 +59,7 @@ def test_seed_serves_a_bill_with_the_known_gaps(live_server, transactional_db, t
     printed = capsys.readouterr().out
     report = reconciliation_report(project_id=project.id, start=report_start(project), end=report_end())
     rows = {f.model: f for f in report.by_model}
-    # The seed's chat models: gpt-4o-mini has the most calls (10 % never observed); gpt-4.1 and gpt-4o
-    # come next with as many calls each, and the first by name is billed on flex.
+    # gpt-4o-mini: 10 % of its calls never observed; gpt-4.1: billed on flex; the rest agree.
     mini, flex = rows["gpt-4o-mini"], rows["gpt-4.1"]
     assert mini.coverage == pytest.approx(1 - SEED_UNOBSERVED_SHARE, abs=0.002)
     assert mini.price_agreement == pytest.approx(1.0, abs=0.001)
