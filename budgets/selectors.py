@@ -142,7 +142,9 @@ def scope_options(*, project_id: int, since: dt.date) -> dict[str, list[str]]:
     sections = sorted(
         {
             s
-            for s in RunSection.objects.filter(project_id=project_id, started_at__gte=since)
+            for s in RunSection.objects.filter(
+                project_id=project_id, started_at__gte=dt.datetime.combine(since, dt.time(), tzinfo=dt.UTC)
+            )
             .values_list("section", flat=True)
             .distinct()[:200]
         }
