@@ -12,10 +12,9 @@ from typing import Any
 from django.db import connection
 from django.db.models import (
     BooleanField,
-    DurationField,
     Exists,
-    ExpressionWrapper,
     F,
+    FloatField,
     OuterRef,
     Q,
     QuerySet,
@@ -312,8 +311,16 @@ def run_page(
     return RunPage(runs=runs, next_cursor=cursor_encode(runs[-1]) if more and runs else None)
 
 
-def _duration() -> ExpressionWrapper:
-    return ExpressionWrapper(F("ended_at") - F("started_at"), output_field=DurationField())
+def _duration() -> RawSQL:
+    """A run's ended_at - started_at, for ordering: seconds on PostgreSQL; on
+    SQLite milliseconds by julianday() (in C), not Django's Python
+    timestamp-difference function, which cost ~10 µs a row."""
+    table = connection.ops.quote_name(Run._meta.db_table)
+    if connection.vendor == "sqlite":
+        # julianday() keeps milliseconds: rounded to them, equal durations tie exactly.
+        sql = f"ROUND((julianday({table}.ended_at) - julianday({table}.started_at)) * 86400000.0)"
+        return RawSQL(sql, [], output_field=FloatField())
+    return RawSQL(f"EXTRACT(EPOCH FROM ({table}.ended_at - {table}.started_at))", [], output_field=FloatField())
 
 
 def _run_page_sorted(qs: QuerySet[Run], *, sort: str, descending: bool, limit: int, offset: int) -> RunPage:
