@@ -139,3 +139,15 @@ def test_no_budgets_costs_no_query(project, django_assert_num_queries):
     events = [call(NOW)]
     with django_assert_num_queries(0):
         spend.budget_spend_add(project_id=project.id, received_at=NOW, calls=((e, 1.0) for e in events))
+
+
+@pytest.mark.django_db(transaction=True)  # each batch commits: a foreign key would be checked
+def test_a_budget_deleted_elsewhere_never_fails_ingest(project, instant_counting, settings):
+    """Another process deleted the budget; this one's cache still has it for a
+    few seconds: the batch is stored, the orphan row is harmless."""
+    budget = make(project, "gone")
+    settings.BUDGETS_CACHE_SECONDS = 60
+    spend.rules_for_project(project.id)  # cached here for a minute
+    Budget.objects.filter(id=budget.id).delete()  # as another process would, without touching this cache
+    assert ingest(project.id, [call(NOW)]) == 1
+    assert BudgetSpend.objects.filter(budget_id=budget.id).count() == 1
