@@ -20,6 +20,7 @@ from attribution.selectors import (
     attribute_key_list,
     cost_breakdown,
     cost_query_check,
+    dimension_value_list,
 )
 from dashboard.charts import OTHER, stacked_daily
 from dashboard.views import _base_context, _page, _query, project_choose, today_utc
@@ -128,6 +129,11 @@ def breakdown(request: HttpRequest) -> HttpResponse:
         other_percent=result.other.share * 100.0,
         none_percent=result.none.share * 100.0 if result.none else 0.0,
         group_value=query.group_label,
+        group_title=query.key if query.group_by == "attribute" else query.group_by.capitalize(),
+        suggestions={
+            d: dimension_value_list(project_id=project.id, dimension=d, start=query.start, end=query.end)
+            for d in ("model", "service", "section")
+        },
         presets=[
             {
                 "days": d,
