@@ -43,8 +43,10 @@ class Event(models.Model):
     cost_details = models.JSONField(default=dict)  # unit -> USD; null for a unit with no price
     price_source = models.CharField(max_length=200, default="")  # e.g. "genai-prices: openai/gpt-5.4-mini (…)"
     # Wire v1.1 (SPEC §2): what the bill depends on beyond the columns above.
-    usage_details = models.JSONField(default=dict)
-    price_context = models.JSONField(default=dict)
+    # Lean rows: ingest stores NULL, not '{}', for an absent usage_details,
+    # price_context or attributes (most calls have none); readers take None as {}.
+    usage_details = models.JSONField(default=dict, null=True)
+    price_context = models.JSONField(default=dict, null=True)
     usage_known = models.BooleanField(default=True)
     provider_host = models.CharField(max_length=255, null=True)
     latency_ms = models.FloatField(default=0)
@@ -53,21 +55,26 @@ class Event(models.Model):
     status = models.CharField(max_length=8, choices=STATUSES, default="ok")
     error_type = models.CharField(max_length=256, null=True)
     service = models.CharField(max_length=128, null=True)
-    attributes = models.JSONField(default=dict)
+    attributes = models.JSONField(default=dict, null=True)
     received_at = models.DateTimeField()
 
     class Meta:
+        # PostgreSQL partitions this table by month of started_at (events/partitions.py,
+        # migration 0005); its primary key there is (id, started_at).
         constraints = [
-            # The idempotency key (SPEC §2): a resent event is never stored twice.
-            models.UniqueConstraint(fields=["project", "event_id"], name="event_project_event_id_unique"),
+            # The idempotency key (SPEC §2): a resent event is never stored twice.  It holds
+            # started_at, as a unique key of a partitioned table must: a resend carries the
+            # started_at it was first sent with (the invariant, events/partitions.py).
+            models.UniqueConstraint(fields=["project", "event_id", "started_at"], name="event_project_event_unique"),
         ]
         indexes = [
             # GET /runs/{run_id}: every event of one run.
             models.Index(fields=["project", "run_id"], name="event_project_run"),
             # Insight windows: a project's events by time, grouped by section.
             models.Index(fields=["project", "started_at", "section"], name="event_project_started"),
-            # reprice --since scans by time across projects.
-            models.Index(fields=["started_at"], name="event_started"),
+            # (No index on started_at alone: it cost ~8% of a row for `reprice --since`
+            # across projects, which on PostgreSQL opens only the months it needs and on
+            # SQLite may scan; retention reads (project, started_at) above.)
             # "Spend we cannot price": the few calls that are not exact, by time,
             # without walking the project's exact calls.
             models.Index(

@@ -642,11 +642,16 @@ def json_text(value: dict[str, Any] | None) -> str:
     return _encoder.encode(value).decode("utf-8") if value else "{}"
 
 
-def attributes_text(raw: msgspec.Raw) -> str:
-    """The stored JSON text of an event's attributes ("{}" when absent or null)."""
+def json_or_null(value: dict[str, Any] | None) -> str | None:
+    """A small dict as stored JSON text, None (NULL: no bytes in the row) when absent or empty."""
+    return _encoder.encode(value).decode("utf-8") if value else None
+
+
+def attributes_text(raw: msgspec.Raw) -> str | None:
+    """The stored JSON text of an event's attributes (None, stored NULL, when absent, null or {})."""
     data = bytes(raw)
-    if not data or data == b"null":
-        return "{}"
+    if not data or data == b"null" or data.strip() == b"{}":
+        return None
     return data.decode("utf-8")
 
 

@@ -22,7 +22,8 @@ from events.attributes import (
     attributes_merge,
 )
 from events.models import AttributeKey, AttributeRollup, DailyRollup, Event, Run, RunSection
-from events.schema import EventIn, attributes_text, json_text
+from events.partitions import partitions_ensure_for
+from events.schema import EventIn, attributes_text, json_or_null, json_text
 from pricing.costing import EXACT, UNPRICED, USAGE_UNKNOWN, Cost, apply_card
 from pricing.services import PriceTable, price_table_current
 
@@ -65,6 +66,11 @@ EVENT_COLUMNS = (
     "usage_known",
     "provider_host",
 )
+_STARTED = EVENT_COLUMNS.index("started_at")
+# The idempotency key (SPEC §2) as stored: a unique constraint on PostgreSQL's
+# partitioned table must hold the partition key, and a resend carries the
+# started_at it was first sent with (the invariant, events/partitions.py).
+EVENT_KEY = "(project_id, event_id, started_at)"
 JSON_COLUMNS = ("attributes", "cost_details", "usage_details", "price_context")
 # Rows per INSERT statement: 37 parameters a row stays under SQLite's
 # 32,766-variable limit and keeps PostgreSQL's statements a sensible size.
@@ -159,14 +165,17 @@ def event_batch_ingest(*, project_id: int, events: list[EventIn]) -> IngestResul
                 status,
                 json_text(priced_as.details),
                 priced_as.source,
-                json_text(ev.usage_details),
-                json_text(ev.price_context),
+                json_or_null(ev.usage_details),
+                json_or_null(ev.price_context),
                 ev.usage_known,
                 ev.provider_host,
             )
         )
         facts[ev.event_id] = (ev, cost, status, ended)
 
+    # PostgreSQL: a late or backfilled event's month gets its partition first,
+    # outside the batch's transaction (DDL in it would hold its locks to the end).
+    partitions_ensure_for(starts=[ev.started_at for ev in ordered])
     with transaction.atomic():
         inserted = _insert_events(rows)
         result.accepted = len(inserted)
@@ -344,7 +353,7 @@ def _insert_events_copy(rows: list[tuple[Any, ...]]) -> set[str]:
                 copy.write_row(row)
         cursor.execute(
             f"INSERT INTO {table} ({cols}) SELECT {cols} FROM event_stage ORDER BY event_id "
-            "ON CONFLICT (project_id, event_id) DO NOTHING RETURNING event_id"
+            f"ON CONFLICT {EVENT_KEY} DO NOTHING RETURNING event_id"
         )
         return {r[0] for r in cursor.fetchall()}
 
@@ -363,23 +372,27 @@ def _insert_events_sqlite(rows: list[tuple[Any, ...]]) -> set[str]:
     raw = connection.connection
     project_id = rows[0][0]
     ids = [row[1] for row in rows]
-    existing: set[str] = set()
+    existing: set[tuple[str, str]] = set()
     # The raw sqlite3 connection: wrapped so its errors are Django's (OperationalError...).
     with connection.wrap_database_errors:
         for start in range(0, len(ids), 900):
             part = ids[start : start + 900]
             existing.update(
-                r[0]
+                (r[0], r[1])
                 for r in raw.execute(
-                    f"SELECT event_id FROM {table} WHERE project_id = ? AND event_id IN ({', '.join('?' * len(part))})",
+                    # `|| ''`: the stored text, not the datetime Django's converter makes of the column.
+                    f"SELECT event_id, started_at || '' FROM {table} "
+                    f"WHERE project_id = ? AND event_id IN ({', '.join('?' * len(part))})",
                     [project_id, *part],
                 )
             )
-        fresh = [row for row in rows if row[1] not in existing] if existing else rows
+        # The key is (event_id, started_at) as on PostgreSQL (events/partitions.py); both are
+        # the text _sqlite_datetime writes, so equal instants compare equal.
+        fresh = [row for row in rows if (row[1], row[_STARTED]) not in existing] if existing else rows
         if fresh:
             raw.executemany(
                 f"INSERT INTO {table} ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) "
-                "ON CONFLICT (project_id, event_id) DO NOTHING",
+                f"ON CONFLICT {EVENT_KEY} DO NOTHING",
                 fresh,
             )
     return {row[1] for row in fresh}
@@ -399,7 +412,7 @@ def _insert_events_values(rows: list[tuple[Any, ...]]) -> set[str]:
             sql = (
                 f"INSERT INTO {table} ({', '.join(EVENT_COLUMNS)}) VALUES "
                 + ", ".join([row_sql] * len(chunk))
-                + " ON CONFLICT (project_id, event_id) DO NOTHING RETURNING event_id"
+                + f" ON CONFLICT {EVENT_KEY} DO NOTHING RETURNING event_id"
             )
             cursor.execute(sql, [value for row in chunk for value in row])
             inserted.update(r[0] for r in cursor.fetchall())
