@@ -21,6 +21,7 @@ from events.selectors import (
     run_get,
     run_list,
     run_root_sections,
+    run_search_parse,
     run_summary,
     run_tree_detail,
 )
@@ -90,6 +91,14 @@ class RunsLatestView(APIView):
             OpenApiParameter("since", OpenApiTypes.DATETIME),
             OpenApiParameter("until", OpenApiTypes.DATETIME),
             OpenApiParameter("min_cost", OpenApiTypes.FLOAT),
+            OpenApiParameter("model", OpenApiTypes.STR, description="runs with a call to this model"),
+            OpenApiParameter(
+                "q",
+                OpenApiTypes.STR,
+                description="a search: `id:PREFIX`, `model:NAME`, `section:PART`, `KEY:VALUE` (an attribute) "
+                "or a bare word; a search no index serves tests 5,000 runs a page, so a page may hold fewer "
+                "runs than `limit` and still have a `next`",
+            ),
             OpenApiParameter("project", OpenApiTypes.STR, description="session users: which project"),
         ],
         responses=inline_serializer(
@@ -127,6 +136,8 @@ class RunsLatestView(APIView):
             since=_moment(params.get("since"), "since"),
             until=_moment(params.get("until"), "until"),
             min_cost=min_cost,
+            model=params.get("model") or None,
+            search=run_search_parse(params.get("q") or ""),
         )
         try:
             runs, next_cursor = run_list(project_id=project_id, filters=filters, limit=limit, cursor=cursor)

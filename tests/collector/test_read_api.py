@@ -247,3 +247,26 @@ def test_float_round_keeps_twelve_significant_digits():
     assert float_round(123456.789012345678) == 123456.789012
     assert float_round(0.0) == 0.0 and float_round(None) is None
     assert float_round(1e-12 / 3) == 3.33333333333e-13
+
+
+def test_runs_latest_searches_and_filters_by_model(api: Api, other_api: Api):
+    """The runs behind an insight through the API: window, section and model; and the search box's kinds."""
+    events = [
+        make_event(run_id="r-mini", model="gpt-4o-mini", section="step:classify", section_path="step:classify"),
+        make_event(run_id="r-big", model="gpt-4o", section="step:classify", section_path="step:classify"),
+        make_event(run_id="r-u7", model="gpt-4o", attributes={"user_id": "u-7"}),
+    ]
+    assert api.post_events(events).status_code == 200
+    assert other_api.post_events([make_event(run_id="r-other", model="gpt-4o-mini")]).status_code == 200
+
+    def run_ids(**params: str) -> list[str]:
+        body = api.get("/runs/latest", **params).json()
+        return sorted(r["run_id"] for r in body["runs"])
+
+    assert run_ids(model="gpt-4o-mini", section="step:classify") == ["r-mini"]
+    assert run_ids(q="model:gpt-4o") == ["r-big", "r-u7"]
+    assert run_ids(q="section:CLASS") == ["r-big", "r-mini"]
+    assert run_ids(q="user_id:u-7") == ["r-u7"]
+    assert run_ids(q="u-7") == ["r-u7"]
+    assert run_ids(q="id:r-") == ["r-big", "r-mini", "r-u7"]
+    assert run_ids(q="id:r-o") == []  # another project's run stays there
