@@ -192,24 +192,46 @@ def budget_spend_add(*, project_id: int, received_at: dt.datetime, calls: Iterab
     if not live:
         return
     # Keyed by (rule's index, quarter-hour as seconds since the epoch): the
-    # datetime is built once per row written, not once per call.
+    # datetime is built once per row written, not once per call.  Rule.matches
+    # inlined (this runs per call and rule); a run's calls carry the same
+    # attributes, so their JSON is decoded once per distinct text in the batch.
     per_bucket: dict[tuple[int, int], list[float]] = {}
+    decoded: dict[bytes, dict[str, Any]] = {}
     for item in calls:
         ev, cost = item[0], item[1]
         if ev.span_type == "section":
             continue
-        attributes = _attributes_of(ev.attributes)
+        labels: list[str] | None = None
+        attrs: dict[str, Any] | None = None
         quarter = -1
         for index, rule in enumerate(live):
-            if rule.matches(ev.section, ev.section_path, ev.model, ev.service, attributes):
-                if quarter < 0:
-                    quarter = int(ev.started_at.timestamp()) // 900 * 900
-                entry = per_bucket.get((index, quarter))
-                if entry is None:
-                    per_bucket[(index, quarter)] = [cost, 1]
-                else:
-                    entry[0] += cost
-                    entry[1] += 1
+            if rule.model is not None and ev.model != rule.model:
+                continue
+            if rule.service is not None and ev.service != rule.service:
+                continue
+            if rule.section is not None and ev.section != rule.section:
+                if not ev.section_path:
+                    continue
+                if labels is None:
+                    labels = ev.section_path.split("/")
+                if rule.section not in labels:
+                    continue
+            if rule.attribute_key is not None:
+                if attrs is None:
+                    raw = bytes(ev.attributes)
+                    attrs = decoded.get(raw)
+                    if attrs is None:
+                        attrs = decoded[raw] = _attributes_of(raw)()
+                if attribute_text(attrs.get(rule.attribute_key)) != rule.attribute_value:
+                    continue
+            if quarter < 0:
+                quarter = int(ev.started_at.timestamp()) // 900 * 900
+            entry = per_bucket.get((index, quarter))
+            if entry is None:
+                per_bucket[(index, quarter)] = [cost, 1]
+            else:
+                entry[0] += cost
+                entry[1] += 1
     sums = {
         (live[index].budget_id, live[index].generation, dt.datetime.fromtimestamp(quarter, dt.UTC)): entry
         for (index, quarter), entry in per_bucket.items()
