@@ -100,3 +100,25 @@ def test_history_is_an_htmx_fragment(project, owner):
     )
     body = page.content.decode()
     assert page.status_code == 200 and 'id="history"' in body and "<html" not in body
+
+
+def test_owner_edits_a_budget_and_a_new_scope_is_recounted(project, owner):
+    c = client_for(owner)
+    assert (
+        c.post(
+            "/dashboard/budgets/new/?project=acme",
+            {"name": "b", "amount_usd": "5", "period": "day", "mode": "soft", "thresholds": "50, 80, 100"},
+        ).status_code
+        == 302
+    )
+    budget = Budget.objects.get()
+    page = c.get(f"/dashboard/budgets/{budget.id}/")
+    assert page.status_code == 200 and 'value="50, 80, 100"' in page.content.decode()
+    r = c.post(
+        f"/dashboard/budgets/{budget.id}/",
+        {"name": "b", "amount_usd": "7", "period": "week", "mode": "hard", "thresholds": "90", "model": "gpt-4o"},
+    )
+    assert r.status_code == 302
+    budget.refresh_from_db()
+    assert (budget.amount_usd, budget.period, budget.mode, budget.thresholds) == (7.0, "week", "hard", [90])
+    assert (budget.scope_model, budget.generation) == ("gpt-4o", 2)
