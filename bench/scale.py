@@ -522,15 +522,20 @@ def report(args: argparse.Namespace) -> None:
     if measures:
         labels = list(measures[0]["times_ms"])
         head = " | ".join(f"{m['events'] / 1e6:.2f} M" for m in measures)
-        print(f"| median ms | {head} | last/first |")
+        print("Each cell: median wall ms / median CPU ms of this process (- where not recorded).\n")
+        print(f"| page or job | {head} | last/first (CPU, else wall) |")
         print("|---" * (len(measures) + 2) + "|")
         for label in labels:
-            values = [m["times_ms"].get(label) for m in measures]
-            cells = " | ".join(f"{v:,.1f}" if v is not None else "-" for v in values)
-            ratio = values[-1] / values[0] if values[0] and values[-1] else float("nan")
+            walls = [m["times_ms"].get(label) for m in measures]
             cpus = [m.get("cpu_ms", {}).get(label) for m in measures]
-            cpu = " (CPU " + ", ".join(f"{c:,.0f}" if c is not None else "-" for c in cpus) + ")"
-            print(f"| {label} | {cells}{cpu} | {ratio:.2f}x |")
+            cells = " | ".join(
+                (f"{w:,.0f}" if w is not None else "-") + " / " + (f"{c:,.0f}" if c is not None else "-")
+                for w, c in zip(walls, cpus, strict=True)
+            )
+            known = [c for c in cpus if c is not None]
+            pair = (known[0], known[-1]) if len(known) >= 2 else (walls[0], walls[-1])
+            ratio = pair[1] / pair[0] if pair[0] and pair[1] else float("nan")
+            print(f"| {label} | {cells} | {ratio:.2f}x |")
         bpe = " | ".join(f"{m['bytes_per_event']:.0f}" for m in measures)
         print(f"| bytes/event (table+indexes) | {bpe} | |")
         for key in sorted(k for k in measures[-1]["bytes"] if k.startswith("index:")):
