@@ -204,3 +204,22 @@ def test_outsider_searches_only_their_project(found, outsider_client):
     body = outsider_client.get("/dashboard/runs/", {"q": "globex"}).content.decode()
     assert ids(body) == ["globex-secret-run"]
     assert outsider_client.get("/dashboard/runs/run-u7/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"since": "2026-11-29T99:00:00Z"}, "From is a date like 2026-11-26"),
+        ({"until": "9999-12-31T00:00:00Z"}, "To is a date like 2026-11-26"),
+        ({"sort": "cost", "offset": "abc"}, "Sorted by cost"),
+        ({"sort": "calls", "offset": "-5", "dir": "sideways"}, "Sorted by calls"),
+        ({"q": 'a"b\\c:1'}, ""),  # an attribute key JSON paths must quote
+        ({"q": "id:" + "\U0010ffff"}, ""),
+        ({"q": "x" * 2000}, ""),
+        ({"model": "m" * 500, "section": "s" * 500}, ""),
+    ],
+)
+def test_odd_input_is_answered_not_a_500(found, owner_client, params, message):
+    response = owner_client.get("/dashboard/runs/", params)
+    assert response.status_code == 200
+    assert message in response.content.decode()
