@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from insights.models import Insight
+from insights.models import Insight, InsightTrack
 
 
 @admin.register(Insight)
@@ -23,6 +23,22 @@ class InsightAdmin(admin.ModelAdmin):
     list_filter = ["kind", "severity", "project"]
     search_fields = ["section", "model", "endpoint", "message"]
     ordering = ["-generated_at", "kind"]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(InsightTrack)
+class InsightTrackAdmin(admin.ModelAdmin):
+    """Read-only: the job keeps the history; dismiss and snooze are on the Insights page."""
+
+    list_display = ["last_seen_at", "project", "kind", "section", "model", "endpoint", "dismissed_at", "snoozed_until"]
+    list_filter = ["kind", "project"]
+    search_fields = ["section", "model", "endpoint", "message"]
+    ordering = ["-last_seen_at"]
 
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]
         return False

@@ -140,3 +140,11 @@ def test_a_member_of_another_project_cannot_see_or_dismiss(project, history, out
     assert client.post(f"/dashboard/insights/history/{track.pk}/restore/").status_code == 404
     assert client.get(f"/dashboard/insights/{insight.pk}/dismiss/").status_code == 405
     assert current(project) == [insight]
+
+
+def test_the_api_leaves_dismissed_insights_out(project, history, member_client, api):
+    bloat(history)
+    (insight,) = insights_compute(project_id=project.id, at=AT)
+    assert [i["id"] for i in api.get("/insights/daily").json()["insights"]] == [insight.pk]
+    member_client.post(f"/dashboard/insights/{insight.pk}/dismiss/")
+    assert api.get("/insights/daily").json()["insights"] == []
