@@ -41,7 +41,7 @@ class CostsView(APIView):
             OpenApiParameter(
                 "group_by", OpenApiTypes.STR, description="attribute:<key> | service | model | section | provider"
             ),
-            OpenApiParameter("from", OpenApiTypes.DATE, description="first UTC day (default: to - 29 days)"),
+            OpenApiParameter("from", OpenApiTypes.DATE, description="first UTC day (default: to - 6 days)"),
             OpenApiParameter("to", OpenApiTypes.DATE, description="last UTC day, included (default: today)"),
             OpenApiParameter("days", OpenApiTypes.INT, description="instead of from: the days up to `to`"),
             OpenApiParameter("section", OpenApiTypes.STR),

@@ -74,8 +74,10 @@ def test_date_range_presets_and_custom(owner_client, monkeypatch):
     assert table_rows(html)["(total)"][3] == "5"
     assert "2026-11-19 – 2026-11-25" in html
     assert re.search(r'href="\?group_by=attribute%3Auser_id&amp;days=7"[^>]*\s+aria-current="true"', html)
-    # the default range is the last 30 days
-    assert "2026-10-27 – 2026-11-25" in owner_client.get(URL).content.decode()
+    # the default range is the last 7 days, its preset marked
+    html = owner_client.get(URL).content.decode()
+    assert "2026-11-19 – 2026-11-25" in html
+    assert re.search(r'href="\?days=7"[^>]*\s+aria-current="true"', html)
 
 
 def test_filters(owner_client):

@@ -48,21 +48,21 @@ def test_group_by_and_date_range(page, screenshot, owner, api_key):  # type: ign
     assert Api(api_key).post_events(events).status_code == 200
     login(page, "olivia", "pw-olivia-123", next_path="/dashboard/breakdown/?project=acme")
     page.wait_for_selector("#breakdown-rows")
-    assert rows(page) == ["gpt-4o"]  # default: by model, last 30 days
-    assert "$0.013" in page.locator("#breakdown-rows tfoot tr.total").inner_text()  # $0.0125, shown to 2 figures
+    assert rows(page) == ["gpt-4o"]  # default: by model, last 7 days
+    assert "$0.0025" in page.locator("#breakdown-rows tfoot tr.total").inner_text()
 
     # The group-by picker submits itself: by user_id, the URL says so.
     page.select_option("#group-by", "attribute:user_id")
     page.wait_for_url(re.compile(r"group_by=attribute%3Auser_id"))
-    assert rows(page) == ["u-old", "u-today"]  # by cost; u-older is 60 days back
-    screenshot("breakdown-user-id-30-days")
+    assert rows(page) == ["u-today"]
 
     # Presets swap the section by htmx and push the URL.
-    page.click("#range-presets a:has-text('7 days')")
-    page.wait_for_url(re.compile(r"days=7"))
-    page.wait_for_function("() => document.querySelectorAll('#breakdown-rows tbody tr').length === 1")
-    assert rows(page) == ["u-today"]
+    page.click("#range-presets a:has-text('30 days')")
+    page.wait_for_url(re.compile(r"days=30"))
+    page.wait_for_function("() => document.querySelectorAll('#breakdown-rows tbody tr').length === 2")
+    assert rows(page) == ["u-old", "u-today"]  # by cost; u-older is 60 days back
     assert "group_by=attribute%3Auser_id" in page.url
+    screenshot("breakdown-user-id-30-days")
     page.click("#range-presets a:has-text('90 days')")
     page.wait_for_url(re.compile(r"days=90"))
     page.wait_for_function("() => document.querySelectorAll('#breakdown-rows tbody tr').length === 3")
