@@ -349,16 +349,18 @@ def main() -> int:
         ("run detail", f"/dashboard/runs/{newest.run_id}/", {}),
         ("insights", "/dashboard/insights/", {}),
         ("pricing", "/dashboard/pricing/", {}),
-        ("breakdown (model, 30 days)", "/dashboard/breakdown/", {}),
+        ("breakdown (default: model, 7 days)", "/dashboard/breakdown/", {}),
+        ("breakdown model, 30 days", "/dashboard/breakdown/?days=30", {}),
         ("breakdown user_id, 7 days", "/dashboard/breakdown/?group_by=attribute:user_id&days=7", {}),
         ("breakdown user_id, 30 days", "/dashboard/breakdown/?group_by=attribute:user_id", {}),
         ("breakdown user_id, 90 days", "/dashboard/breakdown/?group_by=attribute:user_id&days=90", {}),
         ("breakdown customer, 30 days", "/dashboard/breakdown/?group_by=attribute:customer", {}),
         ("breakdown model, plan=enterprise", "/dashboard/breakdown/?group_by=model&attribute=plan:enterprise", {}),
         ("breakdown service, 90 days", "/dashboard/breakdown/?group_by=service&days=90", {}),
-        ("GET /costs user_id (30 days)", "/costs?group_by=attribute:user_id", bearer),
+        ("GET /costs user_id (default 7 days)", "/costs?group_by=attribute:user_id", bearer),
+        ("GET /costs user_id, 30 days", "/costs?group_by=attribute:user_id&days=30", bearer),
         ("GET /costs user_id, 90 days, csv", "/costs?group_by=attribute:user_id&days=90&format=csv", bearer),
-        ("GET /costs user_id, model filter", "/costs?group_by=attribute:user_id&model=gpt-4o-mini", bearer),
+        ("GET /costs user_id, model filter, 7 d", "/costs?group_by=attribute:user_id&model=gpt-4o-mini", bearer),
     ]
     # Every other page of the nav, as the overview links it.
     overview_html = client.get("/", HTTP_HOST="localhost").content.decode()
