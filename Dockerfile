@@ -34,6 +34,10 @@ COPY pricing/ ./pricing/
 COPY events/ ./events/
 COPY insights/ ./insights/
 COPY dashboard/ ./dashboard/
+COPY attribution/ ./attribution/
+COPY budgets/ ./budgets/
+COPY otlp/ ./otlp/
+COPY reconciliation/ ./reconciliation/
 COPY templates/ ./templates/
 COPY static/ ./static/
 

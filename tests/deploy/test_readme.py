@@ -23,6 +23,8 @@ GUIDE = (ROOT / "docs" / "semantic_sections.md").read_text()
 DOCS = README + "\n" + GUIDE
 # Backticked ALL_CAPS words that are not environment variables.
 NOT_ENV = {"GET", "POST", "PUT", "SPEC", "JSON", "API", "SDK", "URL"}
+# SQL words, OpenTelemetry enum values and Django settings named in the README.
+NOT_ENV |= {"DELETE", "RETURNING", "VACUUM", "EMBEDDING", "ERROR", "DATABASE_ROUTERS"}
 # The operating system's own.
 OS_ENV = {"PATH"}
 
