@@ -12,6 +12,7 @@ genai-prices' data (the source the collector prices from, not our registry).
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import gzip
 import json
@@ -179,22 +180,61 @@ def provider_with(processor: Any) -> TracerProvider:
     return provider
 
 
+def openai_class_attributes() -> dict[tuple[type, str], Any]:
+    """Every attribute of every class in the loaded openai modules."""
+    import sys
+
+    found: dict[tuple[type, str], Any] = {}
+    for name, module in list(sys.modules.items()):
+        if not (name == "openai" or name.startswith("openai.")) or module is None:
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, type) and value.__module__ == name:
+                for attr, member in list(vars(value).items()):
+                    found[(value, attr)] = member
+    return found
+
+
+@contextlib.contextmanager
+def openai_restored() -> Iterator[None]:
+    """Put back what an instrumentor patched into openai's classes.
+
+    OpenLLMetry's uninstrument() leaves some wrappers in place (its streams
+    stay wrapped), and this pytest process goes on to test our own SDK on the
+    same openai classes: they must be the pristine ones again."""
+    before = openai_class_attributes()
+    try:
+        yield
+    finally:
+        after = openai_class_attributes()
+        for (cls, attr), member in before.items():
+            if after.get((cls, attr)) is not member:
+                setattr(cls, attr, member)
+        # Classes first imported meanwhile (openai loads modules lazily) were never patched.
+        known = {cls for cls, _ in before}
+        for cls, attr in after.keys() - before.keys():
+            if cls in known:
+                delattr(cls, attr)
+
+
 @pytest.fixture
 def openai_v2() -> Iterator[Any]:
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
-    instrumentor = OpenAIInstrumentor()
-    yield instrumentor
-    instrumentor.uninstrument()
+    with openai_restored():
+        instrumentor = OpenAIInstrumentor()
+        yield instrumentor
+        instrumentor.uninstrument()
 
 
 @pytest.fixture
 def openllmetry() -> Iterator[Any]:
     from opentelemetry.instrumentation.openai import OpenAIInstrumentor
 
-    instrumentor = OpenAIInstrumentor()
-    yield instrumentor
-    instrumentor.uninstrument()
+    with openai_restored():
+        instrumentor = OpenAIInstrumentor()
+        yield instrumentor
+        instrumentor.uninstrument()
 
 
 def agent_run(provider: TracerProvider, client: openai.OpenAI) -> str:
