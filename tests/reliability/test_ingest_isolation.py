@@ -159,6 +159,7 @@ def test_the_bounds_themselves_are_accepted(api: Api):
     assert run.input_tokens == MAX_TOKENS + 100
     stored = Event.objects.get(event_id="edge")
     # (PostgreSQL's jsonb hands the number back written out in full: an int.)
+    assert stored.attributes is not None
     assert float(stored.attributes["big"]) == 1.7e308
     assert api.get("/runs/run-edge").status_code == 200
 
