@@ -471,30 +471,37 @@ def _add(
     if is_call:
         day = started_at.astimezone(dt.UTC).date()
         key = (day, service or "", section or "", provider or "", model or "")
-        roll = agg.rollups.get(key)
-        if roll is None:
-            # calls, errors, unpriced, input, output, cost, usage unknown
-            roll = agg.rollups[key] = [0, 0, 0, 0, 0, 0.0, 0]
-        roll[0] += 1
-        roll[1] += is_error
-        roll[2] += cost_status == UNPRICED
-        roll[6] += cost_status == USAGE_UNKNOWN
-        roll[3] += input_tokens
-        roll[4] += output_tokens
-        roll[5] += cost
+        unpriced = cost_status == UNPRICED
+        unknown = cost_status == USAGE_UNKNOWN
+        _fold_call(agg.rollups, key, is_error, unpriced, unknown, input_tokens, output_tokens, cost)
         if attributes:
             for name, value in attributes.items():
                 akey = (name, day, value, key[1], key[3], key[4])
-                aroll = agg.attr_rollups.get(akey)
-                if aroll is None:
-                    aroll = agg.attr_rollups[akey] = [0, 0, 0, 0, 0, 0.0, 0]
-                aroll[0] += 1
-                aroll[1] += is_error
-                aroll[2] += cost_status == UNPRICED
-                aroll[6] += cost_status == USAGE_UNKNOWN
-                aroll[3] += input_tokens
-                aroll[4] += output_tokens
-                aroll[5] += cost
+                _fold_call(agg.attr_rollups, akey, is_error, unpriced, unknown, input_tokens, output_tokens, cost)
+
+
+def _fold_call(
+    rows: dict[Any, list[Any]],
+    key: Any,
+    is_error: bool,
+    unpriced: bool,
+    unknown: bool,
+    input_tokens: int,
+    output_tokens: int,
+    cost: float,
+) -> None:
+    """Add one call to a day rollup's (or attribute rollup's) sums, in _ROLLUP_SUMS order:
+    calls, errors, unpriced, input, output, cost, usage unknown."""
+    row = rows.get(key)
+    if row is None:
+        row = rows[key] = [0, 0, 0, 0, 0, 0.0, 0]
+    row[0] += 1
+    row[1] += is_error
+    row[2] += unpriced
+    row[3] += input_tokens
+    row[4] += output_tokens
+    row[5] += cost
+    row[6] += unknown
 
 
 def _section(
