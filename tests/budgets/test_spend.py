@@ -17,7 +17,10 @@ from tests.budgets.conftest import call, cost, ingest
 
 pytestmark = pytest.mark.django_db
 
-NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+# Noon of the real UTC day: ingest stamps received_at with the real clock, and a
+# budget's recount counts what was received before its cut-over, so the test's
+# day must be the day the suite runs.
+NOW = dt.datetime.combine(timezone.now().date(), dt.time(12), tzinfo=dt.UTC)
 
 
 def make(project, name: str, **scope) -> Budget:
@@ -116,7 +119,7 @@ def test_scope_change_starts_a_new_generation(project, instant_counting):
     budget_update(
         budget=budget,
         data=budget_input_parse({"scope": {"model": "gpt-4o-mini"}}, base=_input(budget)),
-        now=NOW,
+        now=timezone.now(),  # the cut-over follows the real clock that stamped received_at
     )
     budget.refresh_from_db()
     assert budget.generation == 2
