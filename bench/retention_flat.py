@@ -115,11 +115,11 @@ def simulate(args: argparse.Namespace) -> list[Sample]:
 
     django.setup()
     from django.db import connection
+    from scale import RUN_EVENTS, run_events
 
     from events.services import event_batch_ingest
     from events.tasks import events_retention
     from projects.models import Project
-    from scale import RUN_EVENTS, run_events
 
     project = Project.objects.create(name="retention-flat")
     runs_per_day = args.per_day // RUN_EVENTS
