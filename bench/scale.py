@@ -409,6 +409,13 @@ def measure(args: argparse.Namespace, target: int) -> None:
         ("run detail (oldest run)", f"/dashboard/runs/{oldest}/", {}),
         ("insights", "/dashboard/insights/", {}),
         ("pricing", "/dashboard/pricing/", {}),
+        ("runs, most expensive (sort=cost)", "/dashboard/runs/?sort=cost", {}),
+        ("breakdown (default)", "/dashboard/breakdown/", {}),
+        ("breakdown user_id, 30 days", "/dashboard/breakdown/?group_by=attribute:user_id&days=30", {}),
+        ("breakdown plan, 90 days", "/dashboard/breakdown/?group_by=attribute:plan&days=90", {}),
+        ("budgets", "/dashboard/budgets/", {}),
+        ("reconciliation", "/dashboard/reconciliation/", {}),
+        ("settings", "/dashboard/settings/", {}),
     ]
     row: dict[str, Any] = {"kind": "measure", "events": count, "bytes": disk, "bytes_per_event": disk["total"] / count}
     repeat = args.repeat
@@ -419,6 +426,8 @@ def measure(args: argparse.Namespace, target: int) -> None:
         except AssertionError as exc:
             print(f"  {label}: {exc}", file=sys.stderr)
     times["GET /runs/latest"] = timed(client, "/runs/latest", repeat, api, "GET /runs/latest")
+    costs = "/costs?group_by=attribute:user_id&limit=20"
+    times["GET /costs user_id (7 days)"] = timed(client, costs, repeat, api, "GET /costs user_id (7 days)")
     samples, cpu = [], []
     for run_id in day_runs[: max(repeat, 5)]:
         t0, c0 = time.perf_counter(), time.process_time()
