@@ -231,3 +231,61 @@ class AttributeRollup(models.Model):
                 name="attributerollup_unique",
             ),
         ]
+
+
+class AttributeValueRollup(models.Model):
+    """Per UTC day, attribute key and value: call totals over every service,
+    provider and model (AttributeRollup summed over those three).
+
+    Kept at ingest in the same transaction as AttributeRollup, with the same
+    values (the cap's "(other)" included), so its sums equal the wide rollup's
+    summed per (key, day, value).  A breakdown by an attribute without a
+    service, provider or model filter reads it: a value's calls spread over
+    several models, so it holds 2-3x fewer rows per range than the wide one.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, db_index=False)
+    key = models.CharField(max_length=64)
+    day = models.DateField()
+    value = models.CharField(max_length=200)
+    calls = models.IntegerField(default=0)
+    errors = models.IntegerField(default=0)
+    unpriced_calls = models.IntegerField(default=0)
+    usage_unknown_calls = models.IntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [
+            # (project, key, day) leads: the range reads and ingest's "which of these
+            # values does the day hold" look-up are both ranges or seeks on it.
+            models.UniqueConstraint(fields=["project", "key", "day", "value"], name="attributevaluerollup_unique"),
+        ]
+
+
+class AttributeKeyDay(models.Model):
+    """Per UTC day and attribute key: how many distinct values the rollups hold
+    (the value cap's count, ATTRIBUTE_VALUES_MAX) and the key's call totals.
+
+    `value_count` is what ingest reads to decide whether a new value still has a
+    place, instead of counting up to 10,000 rows of the day per batch; it only
+    counts rows that were really inserted, so it equals
+    COUNT(*) of AttributeValueRollup for the (key, day).  The sums are every
+    call carrying the key: a breakdown's "all values" totals in one row a day.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, db_index=False)
+    key = models.CharField(max_length=64)
+    day = models.DateField()
+    value_count = models.IntegerField(default=0)
+    calls = models.IntegerField(default=0)
+    errors = models.IntegerField(default=0)
+    unpriced_calls = models.IntegerField(default=0)
+    usage_unknown_calls = models.IntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "key", "day"], name="attributekeyday_unique")]
