@@ -21,7 +21,16 @@ from events.attributes import (
     attributes_json,
     attributes_merge,
 )
-from events.models import AttributeKey, AttributeRollup, DailyRollup, Event, Run, RunSection
+from events.models import (
+    AttributeKey,
+    AttributeKeyDay,
+    AttributeRollup,
+    AttributeValueRollup,
+    DailyRollup,
+    Event,
+    Run,
+    RunSection,
+)
 from events.partitions import partitions_ensure_for
 from events.schema import EventIn, attributes_text, json_or_null, json_text
 from pricing.costing import EXACT, UNPRICED, USAGE_UNKNOWN, Cost, apply_card
@@ -646,27 +655,9 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime, *, clamp: b
                 (project_id, adapt_date(day), service, section, provider, model, *_clamped(r, 0, _ROLLUP_SUMS, clamp))
                 for (day, service, section, provider, model), r in sorted(agg.rollups.items())
             ]
+            keys = ("project_id", "day", "service", "section", "provider", "model")
             _upsert(
-                cursor,
-                roll_t,
-                (
-                    "project_id",
-                    "day",
-                    "service",
-                    "section",
-                    "provider",
-                    "model",
-                    "calls",
-                    "errors",
-                    "unpriced_calls",
-                    "input_tokens",
-                    "output_tokens",
-                    "cost_usd",
-                    "usage_unknown_calls",
-                ),
-                ("project_id", "day", "service", "section", "provider", "model"),
-                ", ".join(_plus(roll_t, c) for c in _ROLLUP_SUMS),
-                values,
+                cursor, roll_t, (*keys, *_ROLLUP_SUMS), keys, ", ".join(_plus(roll_t, c) for c in _ROLLUP_SUMS), values
             )
         if agg.attr_rollups:
             _upsert_attribute_rollups(cursor, project_id, agg, now, clamp)
@@ -690,21 +681,49 @@ def _attributes_merge_sql(t: str) -> str:
     )
 
 
-def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.datetime, clamp: bool) -> None:
-    """Add the batch's attribute sums to AttributeRollup within the bounds.
+# Per process: each project's rolled-up attribute keys, so a batch does not read
+# AttributeKey again.  Keys are only ever added while a project lives, so a
+# cached set is a subset of the stored one: a batch key it lacks is a miss that
+# re-reads (another process may have added it).  `complete` is set when a read
+# found the cap already reached before this process added anything: no key can
+# be added after that, so a key outside the set is refused without a read (a
+# set this process itself filled to the cap is not complete: another process
+# may have taken the last places at the same moment).  Entries are remembered
+# only once the batch's transaction commits, so keys from a rolled-back batch
+# never enter it.  Bounded: the oldest entry goes first.
+@dataclass(frozen=True, slots=True)
+class _KnownKeys:
+    keys: frozenset[str]
+    complete: bool
 
-    Keys: the project's first ATTRIBUTE_KEYS_MAX keys are rolled up, later ones
-    are not.  Values: a (key, day) holds at most ATTRIBUTE_VALUES_MAX distinct
-    values; a value not yet there once it is full is added to OTHER.  Exact on
-    SQLite (one writer); on PostgreSQL two concurrent batches can each take the
-    last free places, so a cap can be passed by a batch's worth (bounded).
-    """
+
+_KEYS_CACHE: dict[int, _KnownKeys] = {}
+KEYS_CACHE_MAX = 10_000
+
+
+def attribute_keys_forget() -> None:
+    """Empty the per-process key cache (tests; never needed in service)."""
+    _KEYS_CACHE.clear()
+
+
+def _keys_remember(project_id: int, known: _KnownKeys) -> None:
+    _KEYS_CACHE.pop(project_id, None)
+    while len(_KEYS_CACHE) >= KEYS_CACHE_MAX:
+        del _KEYS_CACHE[next(iter(_KEYS_CACHE))]
+    _KEYS_CACHE[project_id] = known
+
+
+def _rolled_up_keys(cursor: Any, project_id: int, incoming: set[str], now: dt.datetime) -> frozenset[str]:
+    """The project's rolled-up keys, adding the batch's new ones while there is room
+    (ATTRIBUTE_KEYS_MAX, first seen first kept)."""
+    cached = _KEYS_CACHE.get(project_id)
+    if cached is not None and (cached.complete or incoming <= cached.keys):
+        return cached.keys
     key_t = AttributeKey._meta.db_table
-    attr_t = AttributeRollup._meta.db_table
     cursor.execute(f"SELECT key FROM {key_t} WHERE project_id = %s", [project_id])
     known = {r[0] for r in cursor.fetchall()}
-    incoming = sorted({k[0] for k in agg.attr_rollups})
-    fresh = [k for k in incoming if k not in known][: max(0, ATTRIBUTE_KEYS_MAX - len(known))]
+    complete = len(known) >= ATTRIBUTE_KEYS_MAX
+    fresh = sorted(incoming - known)[: max(0, ATTRIBUTE_KEYS_MAX - len(known))]
     if fresh:
         _upsert(
             cursor,
@@ -715,88 +734,192 @@ def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.d
             [(project_id, k, connection.ops.adapt_datetimefield_value(now)) for k in fresh],
         )
         known.update(fresh)
-    # (key, day) -> values the batch brings
+    result = _KnownKeys(keys=frozenset(known), complete=complete)
+    transaction.on_commit(lambda: _keys_remember(project_id, result))
+    return result.keys
+
+
+def _fold_sums(into: dict[Any, list[Any]], key: Any, sums: list[Any]) -> None:
+    target = into.get(key)
+    if target is None:
+        into[key] = list(sums)
+    else:
+        for i, v in enumerate(sums):
+            target[i] += v
+
+
+def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.datetime, clamp: bool) -> None:
+    """Add the batch's attribute sums to AttributeRollup (per service, provider
+    and model), AttributeValueRollup (per value) and AttributeKeyDay (per key and
+    day) within the bounds, in that order (every batch locks rows in one order).
+
+    Keys: the project's first ATTRIBUTE_KEYS_MAX keys are rolled up, later ones
+    are not.  Values: a (key, day) holds at most ATTRIBUTE_VALUES_MAX distinct
+    values; a value not yet there once it is full is added to OTHER ("(other)"
+    itself is always let in, so a full day holds the cap plus "(other)").
+    Which values fit is decided in sort order within a batch.  Exact on SQLite
+    (one writer); on PostgreSQL two concurrent batches can each take the last
+    free places, so a cap can be passed by a batch's worth (bounded).
+
+    Queries per batch, whatever its keys and days: the day counts
+    (AttributeKeyDay), the values already stored only where the cap could be
+    reached (always on SQLite, which learns what it inserts from it), and three
+    upserts.  PostgreSQL learns which value rows are new from the upsert itself.
+    """
+    known = _rolled_up_keys(cursor, project_id, {k[0] for k in agg.attr_rollups}, now)
+    # (key, day) -> the values the batch brings
     wanted: dict[tuple[str, dt.date], set[str]] = {}
     for key, day, value, *_ in agg.attr_rollups:
         if key in known:
             wanted.setdefault((key, day), set()).add(value)
+    if not wanted:
+        return
     adapt_date = connection.ops.adapt_datefield_value
+    pairs = sorted(wanted)
+    counts = _key_day_counts(cursor, project_id, pairs)
+    postgres = connection.vendor == "postgresql"
+    # Where every value of the batch could be new and still fit, nothing needs looking up.
+    look = [p for p in pairs if not postgres or counts.get(p, 0) + len(wanted[p]) > ATTRIBUTE_VALUES_MAX]
+    present = _present_values(cursor, project_id, [(k, d, sorted(wanted[(k, d)])) for k, d in look])
     overflow: dict[tuple[str, dt.date], set[str]] = {}
-    for (key, day), values in sorted(wanted.items()):
-        day_db = adapt_date(day)
-        present: set[str] = set()
-        listed = sorted(values)
-        if connection.vendor == "postgresql":
-            # One array parameter: the same statement text whatever the count (see _upsert).
-            cursor.execute(
-                f"SELECT DISTINCT value FROM {attr_t} WHERE project_id = %s AND key = %s AND day = %s "
-                "AND value = ANY(%s::text[])",
-                [project_id, key, day_db, listed],
-            )
-            present.update(r[0] for r in cursor.fetchall())
-        for start in range(0, len(listed), 900) if connection.vendor != "postgresql" else ():
-            part = listed[start : start + 900]
-            cursor.execute(
-                f"SELECT DISTINCT value FROM {attr_t} WHERE project_id = %s AND key = %s AND day = %s "
-                f"AND value IN ({', '.join(['%s'] * len(part))})",
-                [project_id, key, day_db, *part],
-            )
-            present.update(r[0] for r in cursor.fetchall())
-        new = sorted(values - present - {OTHER})
-        if not new:
-            continue
-        cursor.execute(
-            f"SELECT COUNT(DISTINCT value) FROM {attr_t} WHERE project_id = %s AND key = %s AND day = %s",
-            [project_id, key, day_db],
-        )
-        room = ATTRIBUTE_VALUES_MAX - cursor.fetchone()[0]
+    for pair in look:
+        new = sorted(wanted[pair] - present.get(pair, set()) - {OTHER})
+        room = ATTRIBUTE_VALUES_MAX - counts.get(pair, 0)
         if len(new) > room:
-            overflow[(key, day)] = set(new[max(0, room) :])
-    sums: dict[tuple[str, dt.date, str, str, str, str], list[Any]] = {}
+            overflow[pair] = set(new[max(0, room) :])
+    wide: dict[tuple[str, dt.date, str, str, str, str], list[Any]] = {}
+    narrow: dict[tuple[str, dt.date, str], list[Any]] = {}
+    per_day: dict[tuple[str, dt.date], list[Any]] = {}
     for (key, day, value, service, provider, model), r in agg.attr_rollups.items():
         if key not in known:
             continue
         if value in overflow.get((key, day), ()):
             value = OTHER
-        target = sums.get((key, day, value, service, provider, model))
-        if target is None:
-            sums[(key, day, value, service, provider, model)] = list(r)
-        else:
-            for i, v in enumerate(r):
-                target[i] += v
-    if not sums:
-        return
-    values_db = [
-        (project_id, key, adapt_date(day), value, service, provider, model, *_clamped(r, 0, _ROLLUP_SUMS, clamp))
-        for (key, day, value, service, provider, model), r in sorted(sums.items())
-    ]
+        _fold_sums(wide, (key, day, value, service, provider, model), r)
+        _fold_sums(narrow, (key, day, value), r)
+        _fold_sums(per_day, (key, day), r)
+    attr_t = AttributeRollup._meta.db_table
     _upsert(
         cursor,
         attr_t,
-        (
-            "project_id",
-            "key",
-            "day",
-            "value",
-            "service",
-            "provider",
-            "model",
-            "calls",
-            "errors",
-            "unpriced_calls",
-            "input_tokens",
-            "output_tokens",
-            "cost_usd",
-            "usage_unknown_calls",
-        ),
-        ("project_id", "key", "day", "value", "service", "provider", "model"),
+        (*_ATTR_KEY, *_ROLLUP_SUMS),
+        _ATTR_KEY,
         ", ".join(_plus(attr_t, c) for c in _ROLLUP_SUMS),
-        values_db,
+        [
+            (project_id, key, adapt_date(day), value, service, provider, model, *_clamped(r, 0, _ROLLUP_SUMS, clamp))
+            for (key, day, value, service, provider, model), r in sorted(wide.items())
+        ],
+    )
+    value_t = AttributeValueRollup._meta.db_table
+    returned = _upsert(
+        cursor,
+        value_t,
+        (*_VALUE_KEY, *_ROLLUP_SUMS),
+        _VALUE_KEY,
+        ", ".join(_plus(value_t, c) for c in _ROLLUP_SUMS),
+        [
+            (project_id, key, adapt_date(day), value, *_clamped(r, 0, _ROLLUP_SUMS, clamp))
+            for (key, day, value), r in sorted(narrow.items())
+        ],
+        # PostgreSQL: xmax is 0 on a row this statement inserted (not on one it updated).
+        returning="key, day, (xmax = 0)" if postgres else "",
+    )
+    inserted: dict[tuple[str, dt.date], int] = {}
+    if postgres:
+        for key, day, is_new in returned:
+            if is_new:
+                inserted[(key, day)] = inserted.get((key, day), 0) + 1
+    else:
+        # One writer: a value row is new exactly when the look-up did not find it.
+        for key, day, value in narrow:
+            if value not in present.get((key, day), ()):
+                inserted[(key, day)] = inserted.get((key, day), 0) + 1
+    day_t = AttributeKeyDay._meta.db_table
+    _upsert(
+        cursor,
+        day_t,
+        (*_KEY_DAY_KEY, "value_count", *_ROLLUP_SUMS),
+        _KEY_DAY_KEY,
+        ", ".join(_plus(day_t, c) for c in ("value_count", *_ROLLUP_SUMS)),
+        [
+            (project_id, key, adapt_date(day), inserted.get((key, day), 0), *_clamped(r, 0, _ROLLUP_SUMS, clamp))
+            for (key, day), r in sorted(per_day.items())
+        ],
     )
 
 
+_ATTR_KEY = ("project_id", "key", "day", "value", "service", "provider", "model")
+_VALUE_KEY = ("project_id", "key", "day", "value")
+_KEY_DAY_KEY = ("project_id", "key", "day")
+
+
+def _key_day_counts(cursor: Any, project_id: int, pairs: list[tuple[str, dt.date]]) -> dict[tuple[str, dt.date], int]:
+    """(key, day) -> values the rollups hold, for the batch's pairs: one query."""
+    adapt_date = connection.ops.adapt_datefield_value
+    day_t = AttributeKeyDay._meta.db_table
+    keys = sorted({k for k, _ in pairs})
+    days = sorted({d for _, d in pairs})
+    if connection.vendor == "postgresql":
+        cursor.execute(
+            f"SELECT key, day, value_count FROM {day_t} WHERE project_id = %s "
+            "AND key = ANY(%s::varchar[]) AND day = ANY(%s::date[])",
+            [project_id, keys, days],
+        )
+    else:
+        # A batch spans a handful of keys and days: the cross product is read and filtered.
+        cursor.execute(
+            f"SELECT key, day, value_count FROM {day_t} WHERE project_id = %s "
+            f"AND key IN ({', '.join(['%s'] * len(keys))}) AND day IN ({', '.join(['%s'] * len(days))})",
+            [project_id, *keys, *(adapt_date(d) for d in days)],
+        )
+    wanted = set(pairs)
+    out: dict[tuple[str, dt.date], int] = {}
+    for key, day_raw, count in cursor.fetchall():
+        day = day_raw if isinstance(day_raw, dt.date) else dt.date.fromisoformat(str(day_raw))
+        if (key, day) in wanted:
+            out[(key, day)] = count
+    return out
+
+
+def _present_values(
+    cursor: Any, project_id: int, asked: list[tuple[str, dt.date, list[str]]]
+) -> dict[tuple[str, dt.date], set[str]]:
+    """Which of the asked values AttributeValueRollup already holds per (key, day)."""
+    out: dict[tuple[str, dt.date], set[str]] = {}
+    if not asked:
+        return out
+    value_t = AttributeValueRollup._meta.db_table
+    adapt_date = connection.ops.adapt_datefield_value
+    if connection.vendor == "postgresql":
+        # Every (key, day, value) of the batch as three arrays: one statement, index seeks.
+        triples = [(k, d, v) for k, d, values in asked for v in values]
+        cursor.execute(
+            f"SELECT n.key, n.day, n.value FROM unnest(%s::varchar[], %s::date[], %s::varchar[]) AS w(key, day, value) "
+            f"JOIN {value_t} n ON n.project_id = %s AND n.key = w.key AND n.day = w.day AND n.value = w.value",
+            [[t[0] for t in triples], [t[1] for t in triples], [t[2] for t in triples], project_id],
+        )
+        for key, day, value in cursor.fetchall():
+            out.setdefault((key, day), set()).add(value)
+        return out
+    # SQLite: the triples as a VALUES list joined to the table's key, 300 (900 variables) a statement.
+    stored = [(k, adapt_date(d), v) for k, d, values in asked for v in values]
+    for start in range(0, len(stored), 300):
+        part = stored[start : start + 300]
+        cursor.execute(
+            f"WITH w(key, day, value) AS (VALUES {', '.join(['(%s, %s, %s)'] * len(part))}) "
+            f"SELECT n.key, n.day, n.value FROM w JOIN {value_t} n "
+            "ON n.project_id = %s AND n.key = w.key AND n.day = w.day AND n.value = w.value",
+            [*(v for t in part for v in t), project_id],
+        )
+        for key, day_raw, value in cursor.fetchall():
+            day = day_raw if isinstance(day_raw, dt.date) else dt.date.fromisoformat(str(day_raw))
+            out.setdefault((key, day), set()).add(value)
+    return out
+
+
 def _pg_array_types(table: str, columns: tuple[str, ...]) -> list[str]:
-    model = next(m for m in (Run, RunSection, DailyRollup, AttributeKey, AttributeRollup) if m._meta.db_table == table)
+    models = (Run, RunSection, DailyRollup, AttributeKey, AttributeRollup, AttributeValueRollup, AttributeKeyDay)
+    model = next(m for m in models if m._meta.db_table == table)
     by_column = {f.column: f for f in model._meta.concrete_fields}
     return [f"{by_column[c].db_type(connection)}[]" for c in columns]
 
@@ -810,9 +933,11 @@ def _upsert(
     values: list[tuple[Any, ...]],
     *,
     json_last: bool = False,
-) -> None:
+    returning: str = "",
+) -> list[tuple[Any, ...]]:
     """INSERT ... ON CONFLICT DO UPDATE SET update (DO NOTHING when update is "").
     json_last: the last column is JSON text (PostgreSQL casts it to jsonb).
+    returning: PostgreSQL only, a RETURNING list whose rows are returned.
 
     PostgreSQL: one INSERT ... SELECT FROM unnest(one array per column), so the
     statement's text is the same whatever the row count (psycopg converts a
@@ -823,16 +948,21 @@ def _upsert(
     head = f"INSERT INTO {table} ({', '.join(columns)}) "
     tail = f" ON CONFLICT ({', '.join(conflict)}) {action}"
     if not values:
-        return
+        return []
     if connection.vendor == "postgresql":
         arrays = ", ".join(f"%s::{t}" for t in _pg_array_types(table, columns))
-        cursor.execute(f"{head}SELECT * FROM unnest({arrays}){tail}", [list(col) for col in zip(*values, strict=True)])
-        return
+        cursor.execute(
+            f"{head}SELECT * FROM unnest({arrays}){tail}" + (f" RETURNING {returning}" if returning else ""),
+            [list(col) for col in zip(*values, strict=True)],
+        )
+        return cursor.fetchall() if returning else []
+    if returning:
+        raise ValueError("RETURNING is only used on PostgreSQL")
     if connection.vendor == "sqlite":
         connection.ensure_connection()
         with connection.wrap_database_errors:
             connection.connection.executemany(f"{head}VALUES ({', '.join('?' * len(columns))}){tail}", values)
-        return
+        return []
     marks = ["%s"] * len(columns)
     if json_last:
         marks[-1] = _vendor_sql()[2]
@@ -845,6 +975,7 @@ def _upsert(
             f"ON CONFLICT ({', '.join(conflict)}) {action}",
             [v for row in chunk for v in row],
         )
+    return []
 
 
 # --- Repricing ---------------------------------------------------------------
@@ -984,6 +1115,8 @@ def aggregates_rebuild(*, runs: Iterable[tuple[int, str]] = (), days: Iterable[t
             # The attribute rollup of the day is rebuilt too; its value cap then
             # keeps the first values in sort order rather than in arrival order.
             AttributeRollup.objects.filter(project_id=project_id, day=day).delete()
+            AttributeValueRollup.objects.filter(project_id=project_id, day=day).delete()
+            AttributeKeyDay.objects.filter(project_id=project_id, day=day).delete()
             day_start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
             agg = _Agg()
             qs = Event.objects.filter(
@@ -994,3 +1127,39 @@ def aggregates_rebuild(*, runs: Iterable[tuple[int, str]] = (), days: Iterable[t
             agg.runs.clear()
             agg.sections.clear()
             _upsert_aggregates(project_id, agg, now, clamp=True)
+
+
+@transaction.atomic
+def attribute_narrow_rebuild(*, project_id: int | None = None, since: dt.date | None = None) -> int:
+    """Rebuild AttributeValueRollup and AttributeKeyDay from AttributeRollup, set-based
+    (no event is read): the wide rows summed per (key, day, value), those rows counted
+    and summed per (key, day).  The migration that added them does the same.
+    Returns the value rows written."""
+    where = ["1 = 1"]
+    params: list[Any] = []
+    if project_id is not None:
+        where.append("project_id = %s")
+        params.append(project_id)
+    if since is not None:
+        where.append("day >= %s")
+        params.append(connection.ops.adapt_datefield_value(since))
+    cond = " AND ".join(where)
+    cols = ", ".join(_ROLLUP_SUMS)
+    sums = ", ".join(f"SUM({c})" for c in _ROLLUP_SUMS)
+    value_t, day_t = AttributeValueRollup._meta.db_table, AttributeKeyDay._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {value_t} WHERE {cond}", params)
+        cursor.execute(f"DELETE FROM {day_t} WHERE {cond}", params)
+        cursor.execute(
+            f"INSERT INTO {value_t} (project_id, key, day, value, {cols}) "
+            f"SELECT project_id, key, day, value, {sums} FROM {AttributeRollup._meta.db_table} WHERE {cond} "
+            "GROUP BY project_id, key, day, value",
+            params,
+        )
+        written = cursor.rowcount
+        cursor.execute(
+            f"INSERT INTO {day_t} (project_id, key, day, value_count, {cols}) "
+            f"SELECT project_id, key, day, COUNT(*), {sums} FROM {value_t} WHERE {cond} GROUP BY project_id, key, day",
+            params,
+        )
+    return int(written)
