@@ -324,12 +324,21 @@ def _duration() -> RawSQL:
 
 
 def _run_page_sorted(qs: QuerySet[Run], *, sort: str, descending: bool, limit: int, offset: int) -> RunPage:
+    """The page's ids first, then their rows: the sort reads only what the
+    run_project_sort index holds (project, started_at, cost, calls, ended_at,
+    id), an index-only range over the period, and the wide rows (attributes)
+    are fetched for the page alone (at 1M events a 30-day sort by cost read
+    62,000 whole runs on both databases: 40-56 ms; PostgreSQL scanned the table)."""
     offset = max(0, min(offset, SORT_MAX_OFFSET))
     if sort == "duration":
         qs = qs.annotate(duration=_duration())
     column = {"cost": "cost_usd", "duration": "duration", "calls": "calls"}[sort]
     order = (F(column).desc(), F("id").desc()) if descending else (F(column).asc(), F("id").asc())
-    runs = list(qs.order_by(*order)[offset : offset + limit + 1])
+    ids = list(qs.order_by(*order).values_list("id", flat=True)[offset : offset + limit + 1])
+    rows = Run.objects.filter(id__in=ids) if ids else Run.objects.none()
+    if sort == "duration":
+        rows = rows.annotate(duration=_duration())
+    runs = list(rows.order_by(*order))
     more = len(runs) > limit and offset + limit <= SORT_MAX_OFFSET
     return RunPage(runs=runs[:limit], next_offset=offset + limit if more else None)
 
@@ -342,14 +351,22 @@ class CostDistribution:
     max: float | None
 
 
+def _rank(percent: int, n: int) -> int:
+    """The nearest rank of `percent` among n sorted values, 1-based: ceil(percent/100 × n) in integers."""
+    return (percent * n + 99) // 100
+
+
 def run_cost_distribution(*, project_id: int, filters: RunFilters) -> CostDistribution:
     """Cost per run over the filtered runs: count, p50, p95 (nearest rank:
-    the value at rank ceil(p/100 × n) of the sorted costs) and the maximum,
-    computed by the database.
+    the value at rank ceil(p/100 × n) of the sorted costs) and the maximum.
 
-    The caller bounds the period (filters.since): the runs are read through
-    the (project, started_at) index range.  The section filter is applied;
-    a search is not (it would test every run of the period).
+    The caller bounds the period (filters.since): the costs are read from
+    the run_project_sort index range (project, started_at, cost, …) without
+    the runs' rows, and sorted once: by the database into one array on
+    PostgreSQL, here on SQLite (fetching the floats and sorting them in
+    Python costs half of SQLite's sort for ranks, a third of its window
+    functions: 30 vs 70-170 ms for 62,000 runs).  The section filter is
+    applied; a search is not (it would test every run of the period).
     """
     qs = _run_base(project_id, filters)
     if filters.section:
@@ -359,18 +376,21 @@ def run_cost_distribution(*, project_id: int, filters: RunFilters) -> CostDistri
     if filters.model:
         qs = qs.filter(_model_exists(project_id, filters.model))
     inner, params = qs.order_by().values("cost_usd").query.sql_with_params()
-    sql = f"""
-        WITH ranked AS (
-            SELECT cost_usd AS c, ROW_NUMBER() OVER (ORDER BY cost_usd) AS rn, COUNT(*) OVER () AS n
-            FROM ({inner}) AS r
-        )
-        SELECT MAX(n), MAX(CASE WHEN rn = (50 * n + 99) / 100 THEN c END),
-               MAX(CASE WHEN rn = (95 * n + 99) / 100 THEN c END), MAX(c)
-        FROM ranked
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        n, p50, p95, top = cursor.fetchone()
+    if connection.vendor == "postgresql":
+        sql = f"""
+            SELECT n, costs[(50 * n + 99) / 100], costs[(95 * n + 99) / 100], costs[n]
+            FROM (SELECT COUNT(*) AS n, ARRAY_AGG(r.cost_usd ORDER BY r.cost_usd) AS costs FROM ({inner}) AS r) AS s
+        """
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            n, p50, p95, top = cursor.fetchone()
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(inner, params)
+            costs = sorted(row[0] for row in cursor.fetchall())
+        n = len(costs)
+        if n:
+            p50, p95, top = costs[_rank(50, n) - 1], costs[_rank(95, n) - 1], costs[-1]
     if not n:
         return CostDistribution(runs=0, p50=None, p95=None, max=None)
     return CostDistribution(runs=int(n), p50=float(p50), p95=float(p95), max=float(top))
