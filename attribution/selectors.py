@@ -20,13 +20,15 @@ other + none = totals, exactly for counts (cost up to float rounding).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 
 from events.attributes import ATTRIBUTE_KEY_MAX, NONE
-from events.models import AttributeKey, AttributeRollup, DailyRollup
+from events.models import AttributeKey, AttributeKeyDay, AttributeRollup, AttributeValueRollup, DailyRollup
 
 DIMENSIONS = ("service", "model", "section", "provider")
 LIMIT_DEFAULT = 10
@@ -34,6 +36,8 @@ LIMIT_MAX = 1000
 RANGE_DAYS_MAX = 366
 SERIES_MAX = 7  # keys drawn one by one in the daily chart; the rest is "other"
 OTHER_KEYS = "(all other keys)"  # the fold of keys past the top N (not the stored cap bucket "(other)")
+# PostgreSQL: memory for one breakdown's grouping (SET LOCAL, its transaction only).
+GROUPING_WORK_MEM = "64MB"
 SUMS = ("calls", "errors", "unpriced_calls", "usage_unknown_calls", "input_tokens", "output_tokens", "cost_usd")
 
 
@@ -211,29 +215,74 @@ def _sums(row: tuple[Any, ...] | None) -> Sums:
 SUM_SQL = ", ".join(f"SUM({c})" for c in SUMS)
 
 
+def _source(query: CostQuery, *, by_day: bool = False) -> str:
+    """The table a query's groups (or with `by_day`, its day totals) come from.
+
+    Without any attribute: the day rollup.  With one and no service, provider
+    or model filter or group-by: the per-value rollup (no service, provider or
+    model columns: 2-3x fewer rows than the wide one).  Otherwise the wide
+    attribute rollup."""
+    if query.group_by != "attribute" and query.attribute is None:
+        return DailyRollup._meta.db_table
+    unsplit = query.service is None and query.model is None and query.provider is None
+    if unsplit and (by_day or query.group_by == "attribute"):
+        return AttributeValueRollup._meta.db_table
+    return AttributeRollup._meta.db_table
+
+
+def _top_sql(table: str, group_col: str, where: str) -> str:
+    """The top N groups by cost (then calls, then name) and how many groups there
+    are: only the two sums the order needs are summed per group (a month of
+    50,000 users is 50,000 groups); the rows' other sums are read for the top N."""
+    return (
+        f"SELECT {group_col}, SUM(cost_usd), SUM(calls), COUNT(*) OVER () FROM {table} WHERE {where} "
+        f"GROUP BY {group_col} ORDER BY SUM(cost_usd) DESC, SUM(calls) DESC, {group_col} LIMIT %s"
+    )
+
+
+def _days(query: CostQuery) -> list[Any]:
+    adapt = connection.ops.adapt_datefield_value
+    return [adapt(query.start + dt.timedelta(days=i)) for i in range((query.end - query.start).days + 1)]
+
+
 def cost_breakdown(*, project_id: int, query: CostQuery) -> Breakdown:
     """The top `query.limit` keys by cost with other, none, totals and a daily series.
 
     Call cost_query_check first (the view does): this assumes an answerable query.
     """
     attribute_table = query.group_by == "attribute" or query.attribute is not None
-    table = (AttributeRollup if attribute_table else DailyRollup)._meta.db_table
+    table = _source(query)
+    narrow = table == AttributeValueRollup._meta.db_table
     group_col = "value" if query.group_by == "attribute" else query.group_by
     clauses, params = _where(query, project_id=project_id, attribute_table=attribute_table)
     where = " AND ".join(clauses)
-    window = ", ".join(f"SUM(SUM({c})) OVER ()" for c in SUMS)
-    with connection.cursor() as cursor:
-        # One pass: the top N groups, and over every group (a window over the
-        # grouped rows, computed before LIMIT) their count and sums.
-        cursor.execute(
-            f"SELECT {group_col}, {SUM_SQL}, COUNT(*) OVER (), {window} FROM {table} WHERE {where} "
-            f"GROUP BY {group_col} ORDER BY SUM(cost_usd) DESC, SUM(calls) DESC, {group_col} LIMIT %s",
-            [*params, query.limit],
-        )
+    with _grouping_cursor() as cursor:
+        cursor.execute(_top_sql(table, group_col, where), [*params, query.limit])
         top = cursor.fetchall()
-        groups = int(top[0][8]) if top else 0
-        grouped = _sums(top[0][9:]) if top else Sums()
-        rows = [CostRow(key=r[0], sums=_sums(r[1:8])) for r in top]
+        groups = int(top[0][3]) if top else 0
+        keys = [r[0] for r in top]
+        # (day, key) -> the sums: every sum of the top N keys per day, for their
+        # rows and the daily chart in one read.
+        per_day = _per_day_sums(cursor, table, group_col, clauses, params, query, keys, seek_days=attribute_table)
+        sums: dict[str, Sums] = {}
+        for (_, key), s in per_day.items():
+            sums[key] = _plus(sums.get(key), s)
+        rows = [CostRow(key=k, sums=sums.get(k) or Sums()) for k in keys]
+        if narrow and query.group_by == "attribute" and query.attribute is None:
+            # Every call with the key: one row a day in AttributeKeyDay.
+            cursor.execute(
+                f"SELECT {SUM_SQL} FROM {AttributeKeyDay._meta.db_table} "
+                "WHERE project_id = %s AND key = %s AND day >= %s AND day <= %s",
+                [project_id, query.key, *_bounds(query)],
+            )
+            grouped = _sums(cursor.fetchone())
+        elif groups <= len(rows):
+            grouped = Sums()
+            for row in rows:
+                grouped = _plus(grouped, row.sums)
+        else:
+            cursor.execute(f"SELECT {SUM_SQL} FROM {table} WHERE {where}", params)
+            grouped = _sums(cursor.fetchone())
         none = None
         if query.group_by == "attribute":
             # Every call of the range and filters (the day rollup), less those with the key.
@@ -249,11 +298,10 @@ def cost_breakdown(*, project_id: int, query: CostQuery) -> Breakdown:
             totals = everything
         else:
             totals = grouped
-        daily = _daily(cursor, query, project_id=project_id, rows=rows, attribute_table=attribute_table)
+        daily = _daily(cursor, query, project_id=project_id, per_day=per_day, series=keys[:SERIES_MAX])
     shown = Sums()
     for row in rows:
-        for name in SUMS:
-            setattr(shown, name, getattr(shown, name) + getattr(row.sums, name))
+        shown = _plus(shown, row.sums)
     other = CostRow(key=OTHER_KEYS, sums=grouped.minus(shown))
     for row in (*rows, other, *([none] if none else [])):
         row.share = row.sums.cost_usd / totals.cost_usd if totals.cost_usd > 0 else 0.0
@@ -268,16 +316,76 @@ def cost_breakdown(*, project_id: int, query: CostQuery) -> Breakdown:
     )
 
 
+@contextmanager
+def _grouping_cursor() -> Iterator[Any]:
+    """A cursor for the breakdown's reads.  PostgreSQL: in a transaction with
+    work_mem raised for it alone (SET LOCAL), so grouping 50,000 values hashes in
+    memory instead of spilling to disk in batches (the default 4 MB does)."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL work_mem = '{GROUPING_WORK_MEM}'")
+        yield cursor
+
+
+def _bounds(query: CostQuery) -> tuple[Any, Any]:
+    adapt = connection.ops.adapt_datefield_value
+    return adapt(query.start), adapt(query.end)
+
+
+def _plus(a: Sums | None, b: Sums) -> Sums:
+    if a is None:
+        return Sums(**{n: getattr(b, n) for n in SUMS})
+    return Sums(**{n: getattr(a, n) + getattr(b, n) for n in SUMS})
+
+
+def _per_day_sums(
+    cursor: Any,
+    table: str,
+    group_col: str,
+    clauses: list[str],
+    params: list[Any],
+    query: CostQuery,
+    keys: list[str],
+    *,
+    seek_days: bool,
+) -> dict[tuple[dt.date, str], Sums]:
+    """(day, key) -> every sum, for the given keys."""
+    if not keys:
+        return {}
+    extra = ""
+    extra_params: list[Any] = []
+    if seek_days:
+        # Every day named: (project, key, day, value) seeks in the attribute
+        # rollups' key instead of a walk of the whole range.
+        days = _days(query)
+        extra = f" AND day IN ({', '.join(['%s'] * len(days))})"
+        extra_params = days
+    out: dict[tuple[dt.date, str], Sums] = {}
+    for start in range(0, len(keys), 500):
+        part = keys[start : start + 500]
+        cursor.execute(
+            f"SELECT day, {group_col}, {SUM_SQL} FROM {table} WHERE {' AND '.join(clauses)}{extra} "
+            f"AND {group_col} IN ({', '.join(['%s'] * len(part))}) GROUP BY day, {group_col}",
+            [*params, *extra_params, *part],
+        )
+        for row in cursor.fetchall():
+            out[(_as_date(row[0]), row[1])] = _sums(row[2:])
+    return out
+
+
 def _daily(
-    cursor: Any, query: CostQuery, *, project_id: int, rows: list[CostRow], attribute_table: bool
+    cursor: Any, query: CostQuery, *, project_id: int, per_day: dict[tuple[dt.date, str], Sums], series: list[str]
 ) -> list[DayCost]:
     """Per day of the range: the totals' calls and cost, and the cost of the
     first SERIES_MAX rows' keys."""
     # The day totals come from the same source as `totals`: the day rollup for
-    # a group-by without an attribute filter, else the attribute rollup.
+    # a group-by without an attribute filter, else the attribute rollups.
     total_from_attribute = query.attribute is not None
     clauses, params = _where(query, project_id=project_id, attribute_table=total_from_attribute)
-    table = (AttributeRollup if total_from_attribute else DailyRollup)._meta.db_table
+    table = _source(query, by_day=True) if total_from_attribute else DailyRollup._meta.db_table
     cursor.execute(
         f"SELECT day, SUM(calls), SUM(cost_usd) FROM {table} WHERE {' AND '.join(clauses)} GROUP BY day", params
     )
@@ -285,31 +393,13 @@ def _daily(
     for day_raw, calls, cost in cursor.fetchall():
         day = _as_date(day_raw)
         days[day] = DayCost(day=day, calls=int(calls or 0), cost_usd=float(cost or 0.0))
-    series_keys = [r.key for r in rows[:SERIES_MAX]]
-    if series_keys:
-        group_col = "value" if query.group_by == "attribute" else query.group_by
-        clauses, params = _where(query, project_id=project_id, attribute_table=attribute_table)
-        table = (AttributeRollup if attribute_table else DailyRollup)._meta.db_table
-        extra = ""
-        if attribute_table and query.group_by == "attribute":
-            # Every day named: (project, key, day, value) seeks in the attribute
-            # rollup's key instead of a walk of the whole range (50 ms -> 1 ms
-            # for a month of 50,000 users).
-            adapt = connection.ops.adapt_datefield_value
-            names = [adapt(d.day) for d in days.values()]
-            extra = f" AND day IN ({', '.join(['%s'] * len(names))})" if names else ""
-            params = [*params, *names]
-        cursor.execute(
-            f"SELECT day, {group_col}, SUM(cost_usd) FROM {table} WHERE {' AND '.join(clauses)}{extra} "
-            f"AND {group_col} IN ({', '.join(['%s'] * len(series_keys))}) GROUP BY day, {group_col}",
-            [*params, *series_keys],
-        )
-        for day_raw, key, cost in cursor.fetchall():
-            day = _as_date(day_raw)
+    shown = set(series)
+    for (day, key), s in per_day.items():
+        if key in shown:
             entry = days.get(day)
             if entry is None:
                 entry = days[day] = DayCost(day=day, calls=0, cost_usd=0.0)
-            entry.by_key[key] = float(cost or 0.0)
+            entry.by_key[key] = s.cost_usd
     out = []
     day = query.start
     while day <= query.end:

@@ -4,6 +4,7 @@
     .venv/bin/python bench/ingest.py [--db sqlite|postgres|both] [--repeats N]
                                      [--read-events 1000000] [--skip-reads|--skip-ingest]
                                      [--src TREE] [--compare OTHER_TREE] [--stages N]
+    DATABASE_URL=... .venv/bin/python bench/ingest.py --attributes-ratio N [--src TREE]
 
 What it measures, all on this machine, all on loopback:
 
@@ -37,6 +38,10 @@ Databases (throughput ones are recreated on every run; read ones are kept):
    with Django set up on the throughput database, decode_batch and
    event_batch_ingest timed by stage (price table, Python row/aggregate work,
    the INSERT, the aggregate upserts, COMMIT), ms per batch.
+
+5. --attributes-ratio N (alone, on a database you migrated): in-process
+   event_batch_ingest of the same events with their attributes and without,
+   interleaved, at batches of 1000, 100 and 1: what the attribute rollups cost.
 
 --src serves a given tree (e.g. `git archive HEAD | tar -x -C /tmp/snap`, to
 measure a commit while the working tree is being edited); --compare serves a
@@ -891,6 +896,62 @@ def stages_worker(vendor: str, batches: int) -> None:
     )
 
 
+def _run_shaped(events: list[dict[str, Any]]) -> None:
+    """Attributes as the SDK's `run(user_id=..., customer=..., plan=...)` sends them:
+    the same three on every event of a run (the user's customer and plan follow from it)."""
+    for ev in events:
+        user = (ev.get("attributes") or {}).get("user_id")
+        if user:
+            n = int(user.split("-", 1)[1])
+            customer = int(400 * (n / 5000) ** 3)
+            plan = "enterprise" if customer < 8 else "pro" if customer < 80 else "free"
+            ev["attributes"] = {"user_id": user, "customer": f"c-{customer:03d}", "plan": plan}
+
+
+def attributes_ratio_worker(rounds: int, shape: str) -> None:
+    """In-process (no HTTP), on the database DATABASE_URL names (migrated by the
+    tree --src points at): what the attribute rollups cost ingest.  The same kind
+    of events with their attributes and with none, batch by batch interleaved,
+    through events.services.event_batch_ingest; prints the median ms per batch of
+    each and the throughput ratio.  shape "call": this benchmark's own attributes
+    (user_id, tags, and a request_id on every call: a new value per call);
+    "run": user_id, customer and plan per run, as the SDK copies a run's."""
+    sys.path.insert(0, str(SRC))
+    os.chdir(SRC)
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmobserve_site.settings")
+    django.setup()
+    import events.services as services
+    from events.schema import decode_batch
+    from projects.models import Project
+
+    project = Project.objects.create(name=f"attr-ratio-{uuid.uuid4().hex[:8]}")
+    tag = uuid.uuid4().hex[:6]
+    print("| batch | with attributes ms | without ms | ratio (events/s with ÷ without) |")
+    print("|---:|---:|---:|---:|")
+    for size, n in ((1000, rounds), (100, rounds * 4), (1, rounds * 40)):
+        with_s = event_stream(f"aw{size}{tag}", 21)
+        bare_s = event_stream(f"ab{size}{tag}", 21)
+        timings: dict[bool, list[float]] = {True: [], False: []}
+        for i in range(n + 2):
+            for attributes in (True, False):
+                events = take(with_s if attributes else bare_s, size)
+                if not attributes:
+                    for ev in events:
+                        ev.pop("attributes", None)
+                elif shape == "run":
+                    _run_shaped(events)
+                decoded, _, _ = decode_batch(body_of(events))
+                batch = [e for e in decoded if e is not None]
+                start = time.perf_counter()
+                services.event_batch_ingest(project_id=project.id, events=batch)
+                if i >= 2:  # two warm-up rounds (imports, price table, first key reads)
+                    timings[attributes].append((time.perf_counter() - start) * 1000)
+        a, b = statistics.median(timings[True]), statistics.median(timings[False])
+        print(f"| {size} | {a:.2f} | {b:.2f} | {b / a:.2f}x |", flush=True)
+
+
 def stages_rep(t: Target, rep: int, batches: int, res: Results, log: Any) -> None:
     proc = subprocess.run(
         [PYTHON, str(Path(__file__).resolve()), "--src", str(t.src or SRC), "--stages", str(batches)]
@@ -1050,6 +1111,21 @@ def main() -> int:
         "the raw ceiling is measured on --src's",
     )
     parser.add_argument("--stages-worker", choices=["sqlite", "postgres"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--attributes-ratio",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only time ingest in-process with and without attributes (N 1000-event batches each, 4N of 100, 40N "
+        "of 1) on the migrated database DATABASE_URL names, and print the ratio",
+    )
+    parser.add_argument(
+        "--attributes-shape",
+        choices=["call", "run"],
+        default="call",
+        help="with --attributes-ratio: call = this benchmark's attributes (a request_id per call), "
+        "run = user_id/customer/plan per run as the SDK sends run(...) attributes",
+    )
     args = parser.parse_args()
     global SRC
     SRC = args.src.resolve()
@@ -1057,6 +1133,9 @@ def main() -> int:
         parser.error(f"--src {SRC}: no manage.py there")
     if args.stages_worker:
         stages_worker(args.stages_worker, max(1, args.stages))
+        return 0
+    if args.attributes_ratio:
+        attributes_ratio_worker(args.attributes_ratio, args.attributes_shape)
         return 0
     if not re.fullmatch(r"[a-z0-9_]*", args.db_tag):
         parser.error("--db-tag: lower-case letters, digits and _ only (it becomes part of a database name)")

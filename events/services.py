@@ -774,30 +774,53 @@ def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.d
             wanted.setdefault((key, day), set()).add(value)
     if not wanted:
         return
-    adapt_date = connection.ops.adapt_datefield_value
     pairs = sorted(wanted)
-    counts = _key_day_counts(cursor, project_id, pairs)
     postgres = connection.vendor == "postgresql"
-    # Where every value of the batch could be new and still fit, nothing needs looking up.
-    look = [p for p in pairs if not postgres or counts.get(p, 0) + len(wanted[p]) > ATTRIBUTE_VALUES_MAX]
-    present = _present_values(cursor, project_id, [(k, d, sorted(wanted[(k, d)])) for k, d in look])
+    if postgres:
+        counts = _key_day_counts(cursor, project_id, pairs)
+        # Where every value of the batch could be new and still fit, nothing needs looking up.
+        look = [p for p in pairs if counts.get(p, 0) + len(wanted[p]) > ATTRIBUTE_VALUES_MAX]
+        present = _present_values(cursor, project_id, [(k, d, sorted(wanted[(k, d)])) for k, d in look])
+    else:
+        # SQLite looks every value up (in process, and what it inserts is learnt from it);
+        # the day counts only matter where a value is new.
+        present = _present_values(cursor, project_id, [(k, d, sorted(wanted[(k, d)])) for k, d in pairs])
+        look = [p for p in pairs if wanted[p] - present.get(p, set()) - {OTHER}]
+        counts = _key_day_counts(cursor, project_id, look) if look else {}
     overflow: dict[tuple[str, dt.date], set[str]] = {}
     for pair in look:
         new = sorted(wanted[pair] - present.get(pair, set()) - {OTHER})
         room = ATTRIBUTE_VALUES_MAX - counts.get(pair, 0)
         if len(new) > room:
             overflow[pair] = set(new[max(0, room) :])
-    wide: dict[tuple[str, dt.date, str, str, str, str], list[Any]] = {}
-    narrow: dict[tuple[str, dt.date, str], list[Any]] = {}
-    per_day: dict[tuple[str, dt.date], list[Any]] = {}
-    for (key, day, value, service, provider, model), r in agg.attr_rollups.items():
-        if key not in known:
-            continue
-        if value in overflow.get((key, day), ()):
-            value = OTHER
-        _fold_sums(wide, (key, day, value, service, provider, model), r)
-        _fold_sums(narrow, (key, day, value), r)
-        _fold_sums(per_day, (key, day), r)
+    wide: dict[tuple[str, dt.date, str, str, str, str], list[Any]]
+    if overflow:
+        wide = {}
+        for (key, day, value, service, provider, model), r in agg.attr_rollups.items():
+            if key in known:
+                if value in overflow.get((key, day), ()):
+                    value = OTHER
+                _fold_sums(wide, (key, day, value, service, provider, model), r)
+    else:
+        wide = {k: r for k, r in agg.attr_rollups.items() if k[0] in known}
+    # The same sums per value and per key-day (seven sums, added in place: this runs per wide row).
+    narrow: dict[Any, list[Any]] = {}
+    per_day: dict[Any, list[Any]] = {}
+    for (key, day, value, *_), r in wide.items():
+        for into, k in ((narrow, (key, day, value)), (per_day, (key, day))):
+            t = into.get(k)
+            if t is None:
+                into[k] = r[:]
+            else:
+                t[0] += r[0]
+                t[1] += r[1]
+                t[2] += r[2]
+                t[3] += r[3]
+                t[4] += r[4]
+                t[5] += r[5]
+                t[6] += r[6]
+    adapt_date = connection.ops.adapt_datefield_value
+    day_db = {d: adapt_date(d) for _, d in pairs}
     attr_t = AttributeRollup._meta.db_table
     _upsert(
         cursor,
@@ -806,7 +829,7 @@ def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.d
         _ATTR_KEY,
         ", ".join(_plus(attr_t, c) for c in _ROLLUP_SUMS),
         [
-            (project_id, key, adapt_date(day), value, service, provider, model, *_clamped(r, 0, _ROLLUP_SUMS, clamp))
+            (project_id, key, day_db[day], value, service, provider, model, *_clamped(r, 0, _ROLLUP_SUMS, clamp))
             for (key, day, value, service, provider, model), r in sorted(wide.items())
         ],
     )
@@ -818,7 +841,7 @@ def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.d
         _VALUE_KEY,
         ", ".join(_plus(value_t, c) for c in _ROLLUP_SUMS),
         [
-            (project_id, key, adapt_date(day), value, *_clamped(r, 0, _ROLLUP_SUMS, clamp))
+            (project_id, key, day_db[day], value, *_clamped(r, 0, _ROLLUP_SUMS, clamp))
             for (key, day, value), r in sorted(narrow.items())
         ],
         # PostgreSQL: xmax is 0 on a row this statement inserted (not on one it updated).
@@ -842,7 +865,7 @@ def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.d
         _KEY_DAY_KEY,
         ", ".join(_plus(day_t, c) for c in ("value_count", *_ROLLUP_SUMS)),
         [
-            (project_id, key, adapt_date(day), inserted.get((key, day), 0), *_clamped(r, 0, _ROLLUP_SUMS, clamp))
+            (project_id, key, day_db[day], inserted.get((key, day), 0), *_clamped(r, 0, _ROLLUP_SUMS, clamp))
             for (key, day), r in sorted(per_day.items())
         ],
     )
