@@ -99,6 +99,12 @@ class _Agg:
     rollups: dict[tuple[dt.date, str, str, str, str], list[Any]] = field(default_factory=dict)
     # (key, day, value, service, provider, model) -> the same sums as rollups
     attr_rollups: dict[tuple[str, dt.date, str, str, str, str], list[Any]] = field(default_factory=dict)
+    # Calls are first added once per (attribute set, day, service, provider, model),
+    # the set by identity (FlatCache hands a run's events one shared dict), and
+    # spread over the set's keys into attr_rollups once per batch (_attr_spread):
+    # one fold per call instead of one per key and call.
+    attr_calls: dict[tuple[int, dt.date, str, str, str], list[Any]] = field(default_factory=dict)
+    attr_sets: dict[int, dict[str, str]] = field(default_factory=dict)
 
 
 def _vendor_sql() -> tuple[str, str, str, str]:
@@ -454,11 +460,12 @@ def _add(
     run = agg.runs.get(run_id)
     if run is None:
         # service, started, ended, calls, events, errors, input, output, cost, unpriced, usage unknown,
-        # attributes
-        agg.runs[run_id] = [service, started_at, ended_at, 0, 0, 0, 0, 0, 0.0, 0, 0, {}]
+        # attributes, the last attributes merged (the events of a run share one dict: merged once)
+        agg.runs[run_id] = [service, started_at, ended_at, 0, 0, 0, 0, 0, 0.0, 0, 0, {}, None]
         run = agg.runs[run_id]
-    if attributes:
+    if attributes and run[12] is not attributes:
         attributes_merge(run[11], attributes)
+        run[12] = attributes
     if service and not run[0]:
         run[0] = service
     run[1] = min(run[1], started_at)
@@ -484,9 +491,33 @@ def _add(
         unknown = cost_status == USAGE_UNKNOWN
         _fold_call(agg.rollups, key, is_error, unpriced, unknown, input_tokens, output_tokens, cost)
         if attributes:
-            for name, value in attributes.items():
-                akey = (name, day, value, key[1], key[3], key[4])
-                _fold_call(agg.attr_rollups, akey, is_error, unpriced, unknown, input_tokens, output_tokens, cost)
+            ident = id(attributes)
+            if ident not in agg.attr_sets:
+                agg.attr_sets[ident] = attributes  # kept alive for the batch, so its id stays its own
+            akey = (ident, day, key[1], key[3], key[4])
+            _fold_call(agg.attr_calls, akey, is_error, unpriced, unknown, input_tokens, output_tokens, cost)
+
+
+def _attr_spread(agg: _Agg) -> None:
+    """Move attr_calls into attr_rollups: each (set, day, service, provider, model)
+    sum added to one row per key of the set."""
+    rollups = agg.attr_rollups
+    for (ident, day, service, provider, model), r in agg.attr_calls.items():
+        for name, value in agg.attr_sets[ident].items():
+            k = (name, day, value, service, provider, model)
+            t = rollups.get(k)
+            if t is None:
+                rollups[k] = r[:]
+            else:
+                t[0] += r[0]
+                t[1] += r[1]
+                t[2] += r[2]
+                t[3] += r[3]
+                t[4] += r[4]
+                t[5] += r[5]
+                t[6] += r[6]
+    agg.attr_calls.clear()
+    agg.attr_sets.clear()
 
 
 def _fold_call(
@@ -659,6 +690,8 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime, *, clamp: b
             _upsert(
                 cursor, roll_t, (*keys, *_ROLLUP_SUMS), keys, ", ".join(_plus(roll_t, c) for c in _ROLLUP_SUMS), values
             )
+        if agg.attr_calls:
+            _attr_spread(agg)
         if agg.attr_rollups:
             _upsert_attribute_rollups(cursor, project_id, agg, now, clamp)
 
@@ -1130,6 +1163,7 @@ def aggregates_rebuild(*, runs: Iterable[tuple[int, str]] = (), days: Iterable[t
             for row in _event_rows(Event.objects.filter(project_id=project_id, run_id__in=part)):
                 _add(agg, *row)
             agg.rollups.clear()
+            agg.attr_calls.clear()
             agg.attr_rollups.clear()
             _upsert_aggregates(project_id, agg, now, clamp=True)
     for project_id, day_set in by_project_days.items():
