@@ -58,6 +58,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rebuild", action="store_true", help="drop the bench project's data and build it again")
     parser.add_argument("--seed", type=int, default=5, help="random seed for the generated traffic")
     parser.add_argument("--db-tag", default="", help="SQLite: a tag in the database file's name")
+    parser.add_argument("--only", default="", help="time only the pages whose label contains this text")
     return parser.parse_args()
 
 
@@ -327,10 +328,13 @@ def main() -> int:
     client = Client(HTTP_HOST="localhost")
     client.force_login(user)
     newest = Run.objects.filter(project=project).order_by("-started_at", "-id").first()
-    assert newest is not None
+    oldest = Run.objects.filter(project=project).order_by("started_at", "id").first()
+    assert newest is not None and oldest is not None
     page_one = client.get("/dashboard/runs/", HTTP_HOST="localhost").content.decode()
     cursor = page_one.split("cursor=", 1)[1].split('"', 1)[0] if "cursor=" in page_one else ""
     week_ago = (timezone.now() - dt.timedelta(days=7)).date()
+    today = timezone.now().date()
+    yesterday, month_ago = today - dt.timedelta(days=1), today - dt.timedelta(days=29)
     htmx = {"HTTP_HX_REQUEST": "true"}
     pages: list[tuple[str, str, dict[str, str]]] = [
         ("overview", "/", {}),
@@ -346,6 +350,21 @@ def main() -> int:
         ("runs, status=error", "/dashboard/runs/?status=error", {}),
         ("runs, min cost $0.01", "/dashboard/runs/?min_cost=0.01", {}),
         ("runs, one day a week ago", f"/dashboard/runs/?since={week_ago}&until={week_ago}", {}),
+        # Sorts by a figure (the last 7 days unless a period is given) and the "most expensive" presets.
+        ("runs by cost (7 days)", "/dashboard/runs/?sort=cost", {}),
+        ("runs by duration (7 days)", "/dashboard/runs/?sort=duration", {}),
+        ("runs by calls, fewest (7 days)", "/dashboard/runs/?sort=calls&dir=asc", {}),
+        ("runs by cost, page 3", "/dashboard/runs/?sort=cost&offset=100", {}),
+        ("most expensive, yesterday", f"/dashboard/runs/?since={yesterday}&until={yesterday}&sort=cost", {}),
+        ("most expensive, 30 days", f"/dashboard/runs/?since={month_ago}&until={today}&sort=cost", {}),
+        ("runs by duration, 30 days", f"/dashboard/runs/?since={month_ago}&until={today}&sort=duration", {}),
+        # Searches (each tests at most 5,000 runs a page).
+        ("runs search: bare word", "/dashboard/runs/?q=u-123", {}),
+        ("runs search: model", "/dashboard/runs/?q=model:o3-mini", {}),
+        ("runs search: rare model", "/dashboard/runs/?q=model:house-model-2", {}),
+        ("runs search: section", "/dashboard/runs/?q=section:classify", {}),
+        ("runs search: user_id", "/dashboard/runs/?q=user_id:u-123", {}),
+        ("runs, model filter (7-day p50/p95)", "/dashboard/runs/?model=o3-mini", {}),
         ("run detail", f"/dashboard/runs/{newest.run_id}/", {}),
         ("insights", "/dashboard/insights/", {}),
         ("pricing", "/dashboard/pricing/", {}),
@@ -361,6 +380,9 @@ def main() -> int:
         ("GET /costs user_id, 30 days", "/costs?group_by=attribute:user_id&days=30", bearer),
         ("GET /costs user_id, 90 days, csv", "/costs?group_by=attribute:user_id&days=90&format=csv", bearer),
         ("GET /costs user_id, model filter, 7 d", "/costs?group_by=attribute:user_id&model=gpt-4o-mini", bearer),
+        ("GET /runs/latest", "/runs/latest", bearer),
+        ("GET /runs/{id} (newest run)", f"/runs/{newest.run_id}", bearer),
+        ("GET /runs/{id} (oldest run)", f"/runs/{oldest.run_id}", bearer),
     ]
     # Every other page of the nav, as the overview links it.
     overview_html = client.get("/", HTTP_HOST="localhost").content.decode()
@@ -380,6 +402,8 @@ def main() -> int:
     print(f"|{'-' * 36}|{'-' * 10}:|{'-' * 8}:|{'-' * 7}:|{'-' * 5}:|{'-' * 9}|")
     worst = 0.0
     for label, path, headers in pages:
+        if args.only and args.only not in label:
+            continue
         median, p95, cpu, size = timed(client, path, args.repeat, headers)
         worst = max(worst, median)
         ok = "yes" if median <= BUDGET_MS else "NO"
