@@ -562,7 +562,7 @@ def _section(
 # run with it) and SQLite turns into a float (its SUM() then fails on read).
 BIG_MAX = 2**63 - 1
 INT_MAX = 2**31 - 1
-_INT_COLUMNS = {"calls", "events", "errors", "unpriced_calls", "usage_unknown_calls"}
+_INT_COLUMNS = {"calls", "events", "errors", "unpriced_calls", "usage_unknown_calls", "value_count"}
 
 
 def _max_of(column: str) -> int:
@@ -784,7 +784,7 @@ def _fold_sums(into: dict[Any, list[Any]], key: Any, sums: list[Any]) -> None:
 def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.datetime, clamp: bool) -> None:
     """Add the batch's attribute sums to AttributeRollup (per service, provider
     and model), AttributeValueRollup (per value) and AttributeKeyDay (per key and
-    day) within the bounds, in that order (every batch locks rows in one order).
+    day: its sums and how many values it holds) within the bounds.
 
     Keys: the project's first ATTRIBUTE_KEYS_MAX keys are rolled up, later ones
     are not.  Values: a (key, day) holds at most ATTRIBUTE_VALUES_MAX distinct
@@ -794,10 +794,13 @@ def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.d
     (one writer); on PostgreSQL two concurrent batches can each take the last
     free places, so a cap can be passed by a batch's worth (bounded).
 
-    Queries per batch, whatever its keys and days: the day counts
-    (AttributeKeyDay), the values already stored only where the cap could be
-    reached (always on SQLite, which learns what it inserts from it), and three
-    upserts.  PostgreSQL learns which value rows are new from the upsert itself.
+    PostgreSQL: one statement writes all three tables, unless a (key, day) of
+    the batch could reach its cap (its count plus the batch's values for it
+    passes the cap), which the statement checks first and then writes nothing;
+    only then are the values looked up and the overflow sent to OTHER, and the
+    statement runs again without the check.  SQLite (in process, one writer):
+    the batch's values are looked up (what it inserts is learnt from that), the
+    day counts read where a value is new, and three upserts.
     """
     known = _rolled_up_keys(cursor, project_id, {k[0] for k in agg.attr_rollups}, now)
     # (key, day) -> the values the batch brings
@@ -808,25 +811,57 @@ def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.d
     if not wanted:
         return
     pairs = sorted(wanted)
-    postgres = connection.vendor == "postgresql"
-    if postgres:
+    if connection.vendor == "postgresql":
+        check = [(k, d, len(wanted[(k, d)])) for k, d in pairs]
+        if _attr_write_pg(cursor, project_id, *_attr_sums(agg, known, {}), check=check, clamp=clamp):
+            return
         counts = _key_day_counts(cursor, project_id, pairs)
-        # Where every value of the batch could be new and still fit, nothing needs looking up.
         look = [p for p in pairs if counts.get(p, 0) + len(wanted[p]) > ATTRIBUTE_VALUES_MAX]
         present = _present_values(cursor, project_id, [(k, d, sorted(wanted[(k, d)])) for k, d in look])
-    else:
-        # SQLite looks every value up (in process, and what it inserts is learnt from it);
-        # the day counts only matter where a value is new.
-        present = _present_values(cursor, project_id, [(k, d, sorted(wanted[(k, d)])) for k, d in pairs])
-        look = [p for p in pairs if wanted[p] - present.get(p, set()) - {OTHER}]
-        counts = _key_day_counts(cursor, project_id, look) if look else {}
+        overflow = _overflow(wanted, look, present, counts)
+        _attr_write_pg(cursor, project_id, *_attr_sums(agg, known, overflow), check=[], clamp=clamp)
+        return
+    # OTHER is looked up too: a value past the cap lands on it, and whether that row is new is counted.
+    present = _present_values(cursor, project_id, [(k, d, sorted(wanted[(k, d)] | {OTHER})) for k, d in pairs])
+    look = [p for p in pairs if wanted[p] - present.get(p, set()) - {OTHER}]
+    counts = _key_day_counts(cursor, project_id, look) if look else {}
+    wide, narrow, per_day = _attr_sums(agg, known, _overflow(wanted, look, present, counts))
+    # One writer: a value row is new exactly when the look-up did not find it.
+    inserted: dict[tuple[str, dt.date], int] = {}
+    for key, day, value in narrow:
+        if value not in present.get((key, day), ()):
+            inserted[(key, day)] = inserted.get((key, day), 0) + 1
+    attr_t, value_t, day_t = _ATTR_TABLES
+    for table, conflict, rows, sums in (
+        (attr_t, _ATTR_KEY, _attr_rows(project_id, wide, clamp), _ROLLUP_SUMS),
+        (value_t, _VALUE_KEY, _attr_rows(project_id, narrow, clamp), _ROLLUP_SUMS),
+        (day_t, _KEY_DAY_KEY, _attr_rows(project_id, per_day, clamp, inserted), ("value_count", *_ROLLUP_SUMS)),
+    ):
+        _upsert(cursor, table, (*conflict, *sums), conflict, ", ".join(_plus(table, c) for c in sums), rows)
+
+
+def _overflow(
+    wanted: dict[tuple[str, dt.date], set[str]],
+    look: list[tuple[str, dt.date]],
+    present: dict[tuple[str, dt.date], set[str]],
+    counts: dict[tuple[str, dt.date], int],
+) -> dict[tuple[str, dt.date], set[str]]:
+    """(key, day) -> the batch's new values past the cap (sort order decides), sent to OTHER."""
     overflow: dict[tuple[str, dt.date], set[str]] = {}
     for pair in look:
         new = sorted(wanted[pair] - present.get(pair, set()) - {OTHER})
         room = ATTRIBUTE_VALUES_MAX - counts.get(pair, 0)
         if len(new) > room:
             overflow[pair] = set(new[max(0, room) :])
-    wide: dict[tuple[str, dt.date, str, str, str, str], list[Any]]
+    return overflow
+
+
+def _attr_sums(
+    agg: _Agg, known: frozenset[str], overflow: dict[tuple[str, dt.date], set[str]]
+) -> tuple[dict[Any, list[Any]], dict[Any, list[Any]], dict[Any, list[Any]]]:
+    """The batch's sums per wide row (key, day, value, service, provider, model),
+    per value (key, day, value) and per (key, day), overflowing values as OTHER."""
+    wide: dict[Any, list[Any]]
     if overflow:
         wide = {}
         for (key, day, value, service, provider, model), r in agg.attr_rollups.items():
@@ -836,7 +871,7 @@ def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.d
                 _fold_sums(wide, (key, day, value, service, provider, model), r)
     else:
         wide = {k: r for k, r in agg.attr_rollups.items() if k[0] in known}
-    # The same sums per value and per key-day (seven sums, added in place: this runs per wide row).
+    # Seven sums added in place: this runs per wide row.
     narrow: dict[Any, list[Any]] = {}
     per_day: dict[Any, list[Any]] = {}
     for (key, day, value, *_), r in wide.items():
@@ -852,61 +887,101 @@ def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.d
                 t[4] += r[4]
                 t[5] += r[5]
                 t[6] += r[6]
+    return wide, narrow, per_day
+
+
+def _attr_rows(
+    project_id: int, sums: dict[Any, list[Any]], clamp: bool, counts: dict[Any, int] | None = None
+) -> list[tuple[Any, ...]]:
+    """Rows to upsert, in key order (so concurrent batches lock rows in one order):
+    (project, *key with its day adapted, [value count,] *sums)."""
     adapt_date = connection.ops.adapt_datefield_value
-    day_db = {d: adapt_date(d) for _, d in pairs}
-    attr_t = AttributeRollup._meta.db_table
-    _upsert(
-        cursor,
-        attr_t,
-        (*_ATTR_KEY, *_ROLLUP_SUMS),
-        _ATTR_KEY,
-        ", ".join(_plus(attr_t, c) for c in _ROLLUP_SUMS),
-        [
-            (project_id, key, day_db[day], value, service, provider, model, *_clamped(r, 0, _ROLLUP_SUMS, clamp))
-            for (key, day, value, service, provider, model), r in sorted(wide.items())
-        ],
+    days: dict[dt.date, Any] = {}
+    out = []
+    for k, r in sorted(sums.items()):
+        day = days.get(k[1])
+        if day is None:
+            day = days[k[1]] = adapt_date(k[1])
+        head = (project_id, k[0], day, *k[2:])
+        if counts is not None:
+            head = (*head, counts.get(k, 0))
+        out.append((*head, *_clamped(r, 0, _ROLLUP_SUMS, clamp)))
+    return out
+
+
+def _attr_write_pg(
+    cursor: Any,
+    project_id: int,
+    wide: dict[Any, list[Any]],
+    narrow: dict[Any, list[Any]],
+    per_day: dict[Any, list[Any]],
+    *,
+    check: list[tuple[str, dt.date, int]],
+    clamp: bool,
+) -> bool:
+    """PostgreSQL: the three attribute upserts in one statement (data-modifying
+    CTEs).  `check`: (key, day, values the batch brings); when a stored count
+    plus that passes the cap, nothing is written and False is returned.
+
+    The per-value upsert says which of its rows it inserted (xmax = 0 on an
+    inserted row, not on an updated one) and the key-day upsert adds their
+    count, so value_count only counts rows that really were new.  Order of
+    writes: value rows (read by the key-day insert), key-day rows, then the wide
+    rows (an unreferenced CTE runs last): the same in every batch.
+    """
+    attr_t, value_t, day_t = _ATTR_TABLES
+
+    def arrays(table: str, columns: tuple[str, ...]) -> str:
+        return ", ".join(f"%s::{t}" for t in _pg_array_types(table, columns))
+
+    def columns_of(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+        return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+    wide_cols = (*_ATTR_KEY, *_ROLLUP_SUMS)
+    value_cols = (*_VALUE_KEY, *_ROLLUP_SUMS)
+    day_cols = (*_KEY_DAY_KEY, "value_count", *_ROLLUP_SUMS)
+    day_sums = ("value_count", *_ROLLUP_SUMS)
+    skip = "WHERE NOT EXISTS (SELECT 1 FROM tight)"
+    sql = (
+        "WITH tight AS (SELECT 1 FROM unnest(%s::varchar[], %s::date[], %s::int[]) AS b(key, day, n) "
+        f"LEFT JOIN {day_t} k ON k.project_id = %s AND k.key = b.key AND k.day = b.day "
+        "WHERE COALESCE(k.value_count, 0) + b.n > %s LIMIT 1), "
+        f"w AS (INSERT INTO {attr_t} ({', '.join(wide_cols)}) SELECT * FROM unnest({arrays(attr_t, wide_cols)}) "
+        f"{skip} ON CONFLICT ({', '.join(_ATTR_KEY)}) DO UPDATE SET "
+        + ", ".join(_plus(attr_t, c) for c in _ROLLUP_SUMS)
+        + "), "
+        f"n AS (INSERT INTO {value_t} ({', '.join(value_cols)}) SELECT * FROM unnest({arrays(value_t, value_cols)}) "
+        f"{skip} ON CONFLICT ({', '.join(_VALUE_KEY)}) DO UPDATE SET "
+        + ", ".join(_plus(value_t, c) for c in _ROLLUP_SUMS)
+        + " RETURNING key, day, (xmax = 0) AS fresh), "
+        "c AS (SELECT key, day, COUNT(*) FILTER (WHERE fresh) AS added FROM n GROUP BY key, day) "
+        f"INSERT INTO {day_t} ({', '.join(day_cols)}) "
+        "SELECT d.project_id, d.key, d.day, d.value_count + COALESCE(c.added, 0)::int, "
+        + ", ".join(f"d.{s}" for s in _ROLLUP_SUMS)
+        + f" FROM unnest({arrays(day_t, day_cols)}) AS d({', '.join(day_cols)}) "
+        f"LEFT JOIN c ON c.key = d.key AND c.day = d.day {skip} "
+        f"ORDER BY d.key, d.day ON CONFLICT ({', '.join(_KEY_DAY_KEY)}) DO UPDATE SET "
+        + ", ".join(_plus(day_t, c) for c in day_sums)
+        + " RETURNING 1"
     )
-    value_t = AttributeValueRollup._meta.db_table
-    returned = _upsert(
-        cursor,
-        value_t,
-        (*_VALUE_KEY, *_ROLLUP_SUMS),
-        _VALUE_KEY,
-        ", ".join(_plus(value_t, c) for c in _ROLLUP_SUMS),
-        [
-            (project_id, key, day_db[day], value, *_clamped(r, 0, _ROLLUP_SUMS, clamp))
-            for (key, day, value), r in sorted(narrow.items())
-        ],
-        # PostgreSQL: xmax is 0 on a row this statement inserted (not on one it updated).
-        returning="key, day, (xmax = 0)" if postgres else "",
-    )
-    inserted: dict[tuple[str, dt.date], int] = {}
-    if postgres:
-        for key, day, is_new in returned:
-            if is_new:
-                inserted[(key, day)] = inserted.get((key, day), 0) + 1
-    else:
-        # One writer: a value row is new exactly when the look-up did not find it.
-        for key, day, value in narrow:
-            if value not in present.get((key, day), ()):
-                inserted[(key, day)] = inserted.get((key, day), 0) + 1
-    day_t = AttributeKeyDay._meta.db_table
-    _upsert(
-        cursor,
-        day_t,
-        (*_KEY_DAY_KEY, "value_count", *_ROLLUP_SUMS),
-        _KEY_DAY_KEY,
-        ", ".join(_plus(day_t, c) for c in ("value_count", *_ROLLUP_SUMS)),
-        [
-            (project_id, key, day_db[day], inserted.get((key, day), 0), *_clamped(r, 0, _ROLLUP_SUMS, clamp))
-            for (key, day), r in sorted(per_day.items())
-        ],
-    )
+    params: list[Any] = [[c[0] for c in check], [c[1] for c in check], [c[2] for c in check], project_id]
+    params.append(ATTRIBUTE_VALUES_MAX)
+    params += columns_of(_attr_rows(project_id, wide, clamp), len(wide_cols))
+    params += columns_of(_attr_rows(project_id, narrow, clamp), len(value_cols))
+    params += columns_of(_attr_rows(project_id, per_day, clamp, {}), len(day_cols))
+    cursor.execute(sql, params)
+    # Every batch has a key-day row: none written means the check stopped it.
+    return bool(cursor.fetchall())
 
 
 _ATTR_KEY = ("project_id", "key", "day", "value", "service", "provider", "model")
 _VALUE_KEY = ("project_id", "key", "day", "value")
 _KEY_DAY_KEY = ("project_id", "key", "day")
+_ATTR_TABLES = (
+    AttributeRollup._meta.db_table,
+    AttributeValueRollup._meta.db_table,
+    AttributeKeyDay._meta.db_table,
+)
 
 
 def _key_day_counts(cursor: Any, project_id: int, pairs: list[tuple[str, dt.date]]) -> dict[tuple[str, dt.date], int]:
