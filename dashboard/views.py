@@ -593,7 +593,7 @@ def _run_call_panel(project_id: int, run: Run, span_id: str) -> dict[str, Any] |
     """What the call panel shows of one call: model, provider and host,
     service tier, tokens by kind, cost by unit and its source, latency, time
     to first token (streams), error."""
-    row = run_call_get(project_id=project_id, run_id=run.run_id, span_id=span_id)
+    row = run_call_get(run=run, span_id=span_id)
     if row is None:
         return None
     usage = dict(row["usage_details"] or {})

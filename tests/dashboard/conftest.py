@@ -169,7 +169,11 @@ def staff_client(staff) -> Client:
 
 
 def make_insight(project, **overrides: Any):  # type: ignore[no-untyped-def]
-    """One stored insight of a fresh computation (skips when the insights app is absent)."""
+    """One stored insight of the project's latest computation, made if there
+    is none (skips when the insights app is absent).  Insights made one after
+    the other belong to one computation even when a second ticks over between
+    them (keyed by the second, the second insight once landed in a newer
+    computation and hid the first)."""
     from django.apps import apps
 
     if not apps.is_installed("insights"):
@@ -177,15 +181,15 @@ def make_insight(project, **overrides: Any):  # type: ignore[no-untyped-def]
     from insights.models import Insight, InsightComputation
 
     now = timezone.now()
-    computation, _ = InsightComputation.objects.get_or_create(
-        project=project,
-        window_end=now.replace(microsecond=0),
-        defaults={
-            "window_start": now - dt.timedelta(days=1),
-            "baseline_start": now - dt.timedelta(days=8),
-            "generated_at": now,
-        },
-    )
+    computation = InsightComputation.objects.filter(project=project).order_by("-window_end").first()
+    if computation is None:
+        computation = InsightComputation.objects.create(
+            project=project,
+            window_end=now.replace(microsecond=0),
+            window_start=now - dt.timedelta(days=1),
+            baseline_start=now - dt.timedelta(days=8),
+            generated_at=now,
+        )
     fields: dict[str, Any] = {
         "kind": "model_inefficiency",
         "severity": "high",

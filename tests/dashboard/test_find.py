@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from urllib.parse import urlencode
 
 import pytest
 
@@ -150,6 +151,40 @@ def test_a_search_tests_a_bounded_number_of_runs_per_page(found, owner_client, m
     # 41 runs, five tested a page: nine pages; every o3-mini run found once, newest first.
     assert pages == 9
     assert seen == [f"run-old-{d}-2" for d in range(2, 14)]
+
+
+@pytest.mark.parametrize(
+    ("q", "expect"),
+    [
+        ("o3-mini", [f"run-old-{d}-2" for d in range(2, 14)]),  # a bare model, in the older windows only
+        ("analyze", [f"run-old-{d}-1" for d in range(2, 14)]),  # a bare part of a section
+        ("classify", ["run-u8", "run-u7"]),  # in the newest window only
+        ("acme", ["run-u8"]),  # a bare attribute value
+        ("model:mystery-model-1", ["run-unpriced"]),
+        ("section:nothing-like-this", []),
+    ],
+)
+def test_search_pages_find_each_match_once_newest_first(found, owner_client, monkeypatch, q, expect):
+    """Five runs tested a page: a window whose rollups lack the model (or whose
+    sections lack the text) is answered without probing its runs, and the
+    pages still find every match once, with a bounded number of queries."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    monkeypatch.setattr("events.selectors.SEARCH_SCAN_RUNS", 5)
+    seen: list[str] = []
+    url = "/dashboard/runs/?" + urlencode({"q": q})
+    pages = 0
+    while url:
+        with CaptureQueriesContext(connection) as captured:
+            body = owner_client.get(url.replace("&amp;", "&")).content.decode()
+        assert len(captured.captured_queries) <= 14
+        pages += 1
+        seen += ids(body)
+        m = re.search(r'<a href="([^"]+)">search older runs →</a>', body, re.I)
+        url = m.group(1) if m else ""
+    assert pages == 9  # 41 runs, five a page
+    assert seen == expect
 
 
 def test_insight_drill_down_filters_window_section_and_model(found, owner_client):
