@@ -1,11 +1,20 @@
 """Cost breakdowns read from the rollups kept at ingest, never from events.
 
-Two sources, both per UTC day:
+Sources, all per UTC day (see `_source`):
 
 - `DailyRollup` (service, section, provider, model): group-bys by those four
   and their filters;
-- `AttributeRollup` (attribute key and value, service, provider, model):
-  a group-by on an attribute key, or a filter `attribute=key:value`.
+- `AttributeValueRollup` (attribute key and value): a group-by on an attribute
+  key, or a filter `attribute=key:value`, with no service, provider or model
+  filter or group-by; `AttributeKeyDay` (key) gives such a group-by's "all
+  values" totals in one row a day;
+- `AttributeRollup` (attribute key and value, service, provider, model): the
+  same with a service, provider or model filter or group-by.
+
+The two attribute rollups hold the same sums (ingest writes both in one
+transaction), so a filtered and an unfiltered query agree.  A group-by over
+50,000 values still groups every value of the range: the top N needs each
+value's sum, and "other" needs their count.
 
 Section is not in the attribute rollup's key (a run's calls spread over many
 sections, which would multiply its rows per value several-fold), so a section
