@@ -159,3 +159,32 @@ def test_cost_distribution_nearest_rank_by_hand(project, api_key, owner_client, 
     assert f'data-dist="p50">{usd(p50_k * 1e6 * MINI_IN)}<' in body
     assert f'data-dist="p95">{usd(p95_k * 1e6 * MINI_IN)}<' in body
     assert f'data-dist="max">{usd(max(costs_k) * 1e6 * MINI_IN)}<' in body
+
+
+def test_cost_distribution_with_a_model_tests_the_newest_runs(project, api_key, owner_client, monkeypatch):
+    """A model filter probes each run: the distribution covers the period's newest
+    DISTRIBUTION_MODEL_RUNS runs (here 4) and says so."""
+    monkeypatch.setattr("events.selectors.DISTRIBUTION_MODEL_RUNS", 4)
+    monkeypatch.setattr("dashboard.views.DISTRIBUTION_MODEL_RUNS", 4)
+    events = []
+    # Minutes 0-5 after day_start(3): gpt-4o-mini at k = 1, 2, 3, then a gpt-4o run, then k = 4, 5.
+    plan = [("gpt-4o-mini", 1), ("gpt-4o-mini", 2), ("gpt-4o-mini", 3), ("gpt-4o", 1), ("gpt-4o-mini", 4)]
+    plan.append(("gpt-4o-mini", 5))
+    for n, (model, k) in enumerate(plan):
+        events += run_events(
+            f"mod-{n}",
+            when=day_start(3) + dt.timedelta(minutes=n),
+            calls=[{"model": model, "input_tokens": k * 1_000_000, "output_tokens": 0}],
+        )
+    ingest(api_key, events)
+    day = day_start(3).date().isoformat()
+    body = owner_client.get("/dashboard/runs/", {"since": day, "until": day, "model": "gpt-4o-mini"}).content.decode()
+    # The newest four runs are minutes 5, 4, 3, 2; of those, k = 5, 4, 3 call gpt-4o-mini.
+    assert '<strong data-dist="runs">3</strong>' in body
+    assert f'data-dist="p50">{usd(4 * 1e6 * MINI_IN)}<' in body  # rank 2 of 3
+    assert f'data-dist="p95">{usd(5 * 1e6 * MINI_IN)}<' in body  # rank 3 of 3
+    start = (day_start(3) + dt.timedelta(minutes=2)).strftime("%Y-%m-%d %H:%M")
+    assert f"(of the newest 4 runs, from {start})" in body
+    # A model no call used in the period: no runs, without testing any.
+    body = owner_client.get("/dashboard/runs/", {"since": day, "until": day, "model": "o3-mini"}).content.decode()
+    assert '<span class="muted" data-dist="runs">no runs</span>' in body
