@@ -582,6 +582,12 @@ def _plus(table: str, column: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _sums_update(table: str, sums: tuple[str, ...]) -> str:
+    """The DO UPDATE SET list adding each sum (the same text every batch: built once)."""
+    return ", ".join(_plus(table, c) for c in sums)
+
+
 def _clamped(row: list[Any], start: int, columns: tuple[str, ...], clamp: bool) -> list[Any]:
     """row[start:] with each integer sum held to its column's maximum.  A batch's
     own sums stay far below it (1000 events of at most 2**40 tokens); a rebuild
@@ -689,9 +695,7 @@ def _upsert_aggregates(project_id: int, agg: _Agg, now: dt.datetime, *, clamp: b
                 for (day, service, section, provider, model), r in sorted(agg.rollups.items())
             ]
             keys = ("project_id", "day", "service", "section", "provider", "model")
-            _upsert(
-                cursor, roll_t, (*keys, *_ROLLUP_SUMS), keys, ", ".join(_plus(roll_t, c) for c in _ROLLUP_SUMS), values
-            )
+            _upsert(cursor, roll_t, (*keys, *_ROLLUP_SUMS), keys, _sums_update(roll_t, _ROLLUP_SUMS), values)
         if agg.attr_calls:
             _attr_spread(agg)
         if agg.attr_rollups:
@@ -839,7 +843,7 @@ def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.d
         (value_t, _VALUE_KEY, _attr_rows(project_id, narrow, clamp), _ROLLUP_SUMS),
         (day_t, _KEY_DAY_KEY, _attr_rows(project_id, per_day, clamp, inserted), ("value_count", *_ROLLUP_SUMS)),
     ):
-        _upsert(cursor, table, (*conflict, *sums), conflict, ", ".join(_plus(table, c) for c in sums), rows)
+        _upsert(cursor, table, (*conflict, *sums), conflict, _sums_update(table, sums), rows)
 
 
 def _overflow(
@@ -998,6 +1002,14 @@ _ATTR_TABLES = (
 )
 
 
+def _sqlite_query(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """SQLite: a read on the raw connection (`?` placeholders): Django's cursor wrapper
+    costs more than these small look-ups (days come back as text)."""
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        return connection.connection.execute(sql, params).fetchall()
+
+
 def _key_day_counts(cursor: Any, project_id: int, pairs: list[tuple[str, dt.date]]) -> dict[tuple[str, dt.date], int]:
     """(key, day) -> values the rollups hold, for the batch's pairs: one query."""
     adapt_date = connection.ops.adapt_datefield_value
@@ -1010,16 +1022,17 @@ def _key_day_counts(cursor: Any, project_id: int, pairs: list[tuple[str, dt.date
             "AND key = ANY(%s::varchar[]) AND day = ANY(%s::date[])",
             [project_id, keys, days],
         )
+        rows = cursor.fetchall()
     else:
         # A batch spans a handful of keys and days: the cross product is read and filtered.
-        cursor.execute(
-            f"SELECT key, day, value_count FROM {day_t} WHERE project_id = %s "
-            f"AND key IN ({', '.join(['%s'] * len(keys))}) AND day IN ({', '.join(['%s'] * len(days))})",
+        rows = _sqlite_query(
+            f"SELECT key, day, value_count FROM {day_t} WHERE project_id = ? "
+            f"AND key IN ({', '.join('?' * len(keys))}) AND day IN ({', '.join('?' * len(days))})",
             [project_id, *keys, *(adapt_date(d) for d in days)],
         )
     wanted = set(pairs)
     out: dict[tuple[str, dt.date], int] = {}
-    for key, day_raw, count in cursor.fetchall():
+    for key, day_raw, count in rows:
         day = day_raw if isinstance(day_raw, dt.date) else dt.date.fromisoformat(str(day_raw))
         if (key, day) in wanted:
             out[(key, day)] = count
@@ -1050,13 +1063,13 @@ def _present_values(
     stored = [(k, adapt_date(d), v) for k, d, values in asked for v in values]
     for start in range(0, len(stored), 300):
         part = stored[start : start + 300]
-        cursor.execute(
-            f"WITH w(key, day, value) AS (VALUES {', '.join(['(%s, %s, %s)'] * len(part))}) "
+        found = _sqlite_query(
+            f"WITH w(key, day, value) AS (VALUES {', '.join(['(?, ?, ?)'] * len(part))}) "
             f"SELECT n.key, n.day, n.value FROM w JOIN {value_t} n "
-            "ON n.project_id = %s AND n.key = w.key AND n.day = w.day AND n.value = w.value",
+            "ON n.project_id = ? AND n.key = w.key AND n.day = w.day AND n.value = w.value",
             [*(v for t in part for v in t), project_id],
         )
-        for key, day_raw, value in cursor.fetchall():
+        for key, day_raw, value in found:
             day = day_raw if isinstance(day_raw, dt.date) else dt.date.fromisoformat(str(day_raw))
             out.setdefault((key, day), set()).add(value)
     return out
