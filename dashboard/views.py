@@ -43,7 +43,6 @@ from dashboard.services import user_timezone_set
 from events.api import FIRST_YEAR, LAST_YEAR, amount_parse, cursor_valid, moment_parse
 from events.models import Run
 from events.selectors import (
-    DISTRIBUTION_MODEL_RUNS,
     RUN_SORTS,
     SORT_MAX_OFFSET,
     TREE_MAX_DEPTH,
@@ -519,7 +518,6 @@ def run_list_page(request: HttpRequest) -> HttpResponse:
         ],
         runs_url=base_url,
         distribution=distribution,
-        distribution_model_runs=DISTRIBUTION_MODEL_RUNS,
         distribution_period=_period_text(filters, default=query.default_period or not filters.since),
     )
     return _page(request, "dashboard/runs.html", context, partials=("run-table",), default_partial="run-table")

@@ -416,14 +416,19 @@ class CostDistribution:
     p50: float | None
     p95: float | None
     max: float | None
-    # With a model filter: the distribution covers the period's newest
-    # DISTRIBUTION_MODEL_RUNS runs only, those starting at or after this.
+    # When the period holds more runs than the distribution reads: it covers
+    # the period's newest `newest_runs` runs, those starting at or after `newest_since`.
     newest_since: dt.datetime | None = None
+    newest_runs: int | None = None
 
 
-# A model filter is tested run by run (a probe of each run's events): the
-# distribution tests at most this many runs, the period's newest, so its cost
-# does not grow with the period's traffic (a week at 1M events: 15,000 probes, 0.4 s).
+# The distribution reads at most this many runs of its period, the newest:
+# the costs are sorted per request, so a week of busy traffic would cost in
+# proportion (62,000 runs: 40 ms on PostgreSQL, 60 ms on SQLite; 20 M events
+# over 120 days hold 150,000 runs a week).
+DISTRIBUTION_MAX_RUNS = 20_000
+# A model filter is tested run by run (a probe of each run's events): at most
+# this many runs then (a week at 1M events was 15,000 probes, 0.4 s).
 DISTRIBUTION_MODEL_RUNS = 2000
 
 
@@ -441,26 +446,28 @@ def run_cost_distribution(*, project_id: int, filters: RunFilters) -> CostDistri
     the runs' rows, and sorted once: by the database into one array on
     PostgreSQL, here on SQLite (fetching the floats and sorting them in
     Python costs half of SQLite's sort for ranks, a third of its window
-    functions: 30 vs 70-170 ms for 62,000 runs).  The section filter is
-    applied; a search is not (it would test every run of the period).
+    functions: 30 vs 70-170 ms for 62,000 runs).  At most the period's newest
+    DISTRIBUTION_MAX_RUNS runs are read (DISTRIBUTION_MODEL_RUNS with a model
+    filter), and the result says so.  The section filter is applied; a
+    search is not (it would test every run of the period).
     """
     qs = _run_base(project_id, filters)
+    if filters.model and filters.since is not None and not _model_seen(project_id, filters.model, filters.since):
+        return CostDistribution(runs=0, p50=None, p95=None, max=None)
+    # The period's newest `cap` runs (the edge: one index-only step), then the
+    # section and model tests on those.
+    cap = DISTRIBUTION_MODEL_RUNS if filters.model else DISTRIBUTION_MAX_RUNS
+    newest_since, newest_runs = None, None
+    edge = list(qs.order_by("-started_at", "-id").values_list("started_at", "id")[cap - 1 : cap + 1])
+    if len(edge) > 1:
+        # More than `cap` runs: keep the newest `cap`, down to the last one kept.
+        (newest_since, kept_id), newest_runs = edge[0], cap
+        qs = qs.filter(Q(started_at__gte=newest_since), Q(started_at__gt=newest_since) | Q(id__gte=kept_id))
     if filters.section:
         qs = qs.filter(
             Exists(RunSection.objects.filter(project_id=project_id, run_id=OuterRef("run_id"), section=filters.section))
         )
-    newest_since = None
     if filters.model:
-        if filters.since is not None and not _model_seen(project_id, filters.model, filters.since):
-            return CostDistribution(runs=0, p50=None, p95=None, max=None)
-        edge = list(
-            qs.order_by("-started_at", "-id").values_list("started_at", "id")[
-                DISTRIBUTION_MODEL_RUNS - 1 : DISTRIBUTION_MODEL_RUNS
-            ]
-        )
-        if edge:
-            newest_since, edge_id = edge[0]
-            qs = qs.filter(Q(started_at__gte=newest_since), Q(started_at__gt=newest_since) | Q(id__gte=edge_id))
         qs = qs.filter(_model_exists(project_id, filters.model))
     inner, params = qs.order_by().values("cost_usd").query.sql_with_params()
     if connection.vendor == "postgresql":
@@ -479,8 +486,17 @@ def run_cost_distribution(*, project_id: int, filters: RunFilters) -> CostDistri
         if n:
             p50, p95, top = costs[_rank(50, n) - 1], costs[_rank(95, n) - 1], costs[-1]
     if not n:
-        return CostDistribution(runs=0, p50=None, p95=None, max=None, newest_since=newest_since)
-    return CostDistribution(runs=int(n), p50=float(p50), p95=float(p95), max=float(top), newest_since=newest_since)
+        return CostDistribution(
+            runs=0, p50=None, p95=None, max=None, newest_since=newest_since, newest_runs=newest_runs
+        )
+    return CostDistribution(
+        runs=int(n),
+        p50=float(p50),
+        p95=float(p95),
+        max=float(top),
+        newest_since=newest_since,
+        newest_runs=newest_runs,
+    )
 
 
 def run_first_models(*, project_id: int, run_ids: list[str]) -> dict[str, str]:

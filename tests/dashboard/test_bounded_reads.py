@@ -165,7 +165,6 @@ def test_cost_distribution_with_a_model_tests_the_newest_runs(project, api_key, 
     """A model filter probes each run: the distribution covers the period's newest
     DISTRIBUTION_MODEL_RUNS runs (here 4) and says so."""
     monkeypatch.setattr("events.selectors.DISTRIBUTION_MODEL_RUNS", 4)
-    monkeypatch.setattr("dashboard.views.DISTRIBUTION_MODEL_RUNS", 4)
     events = []
     # Minutes 0-5 after day_start(3): gpt-4o-mini at k = 1, 2, 3, then a gpt-4o run, then k = 4, 5.
     plan = [("gpt-4o-mini", 1), ("gpt-4o-mini", 2), ("gpt-4o-mini", 3), ("gpt-4o", 1), ("gpt-4o-mini", 4)]
@@ -188,3 +187,28 @@ def test_cost_distribution_with_a_model_tests_the_newest_runs(project, api_key, 
     # A model no call used in the period: no runs, without testing any.
     body = owner_client.get("/dashboard/runs/", {"since": day, "until": day, "model": "o3-mini"}).content.decode()
     assert '<span class="muted" data-dist="runs">no runs</span>' in body
+
+
+def test_cost_distribution_reads_the_periods_newest_runs(project, api_key, owner_client, monkeypatch):
+    """Past DISTRIBUTION_MAX_RUNS runs (here 3) the distribution covers the newest ones and says so."""
+    monkeypatch.setattr("events.selectors.DISTRIBUTION_MAX_RUNS", 3)
+    events = []
+    for n, k in enumerate((9, 8, 1, 2, 3)):  # minutes 0-4: the newest three cost $0.15, $0.30, $0.45
+        events += run_events(
+            f"cap-{n}",
+            when=day_start(4) + dt.timedelta(minutes=n),
+            calls=[{"model": "gpt-4o-mini", "input_tokens": k * 1_000_000, "output_tokens": 0}],
+        )
+    ingest(api_key, events)
+    day = day_start(4).date().isoformat()
+    body = owner_client.get("/dashboard/runs/", {"since": day, "until": day}).content.decode()
+    assert '<strong data-dist="runs">3</strong>' in body
+    assert f'data-dist="p50">{usd(2 * 1e6 * MINI_IN)}<' in body
+    assert f'data-dist="max">{usd(3 * 1e6 * MINI_IN)}<' in body
+    start = (day_start(4) + dt.timedelta(minutes=2)).strftime("%Y-%m-%d %H:%M")
+    assert f"(of the newest 3 runs, from {start})" in body
+    # No more runs than the cap: all of them, nothing said.
+    monkeypatch.setattr("events.selectors.DISTRIBUTION_MAX_RUNS", 5)
+    body = owner_client.get("/dashboard/runs/", {"since": day, "until": day}).content.decode()
+    assert '<strong data-dist="runs">5</strong>' in body and "of the newest" not in body
+    assert f'data-dist="max">{usd(9 * 1e6 * MINI_IN)}<' in body
