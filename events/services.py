@@ -960,7 +960,7 @@ def _attr_pg_sql() -> str:
         # %s: the project id; %s: a JSON array of rows, each the other columns in order.
         types = [t[:-2] for t in _pg_array_types(table, columns)]
         cells = ", ".join(f"(e->>{i - 1})::{t}" for i, t in enumerate(types) if i > 0)
-        return f"SELECT %s::bigint, {cells} FROM json_array_elements(%s::json) AS e"
+        return f"SELECT %s::bigint, {cells} FROM jsonb_array_elements(%s::jsonb) AS e"
 
     wide_cols = (*_ATTR_KEY, *_ROLLUP_SUMS)
     value_cols = (*_VALUE_KEY, *_ROLLUP_SUMS)
