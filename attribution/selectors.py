@@ -243,6 +243,14 @@ def _top_sql(table: str, group_col: str, where: str) -> str:
     """The top N groups by cost (then calls, then name) and how many groups there
     are: only the two sums the order needs are summed per group (a month of
     50,000 users is 50,000 groups); the rows' other sums are read for the top N."""
+    if connection.vendor == "sqlite":
+        # The groups kept once and counted by a scalar subquery: a window over 50,000
+        # groups made SQLite copy them again (~25% of the query at 1M events).
+        return (
+            f"WITH g AS MATERIALIZED (SELECT {group_col} AS k, SUM(cost_usd) AS c, SUM(calls) AS n "
+            f"FROM {table} WHERE {where} GROUP BY {group_col}) "
+            "SELECT k, c, n, (SELECT COUNT(*) FROM g) FROM g ORDER BY c DESC, n DESC, k LIMIT %s"
+        )
     return (
         f"SELECT {group_col}, SUM(cost_usd), SUM(calls), COUNT(*) OVER () FROM {table} WHERE {where} "
         f"GROUP BY {group_col} ORDER BY SUM(cost_usd) DESC, SUM(calls) DESC, {group_col} LIMIT %s"
