@@ -929,7 +929,10 @@ def attributes_ratio_worker(rounds: int, shape: str) -> None:
     project = Project.objects.create(name=f"attr-ratio-{uuid.uuid4().hex[:8]}")
     tag = uuid.uuid4().hex[:6]
     # CPU time is this process's: all of SQLite's work, none of PostgreSQL's server.
-    print("| batch | with attributes ms | without ms | ratio (events/s with ÷ without) | CPU ms with / without | CPU ratio |")  # noqa: E501
+    print(
+        "| batch | with attributes ms | without ms | ratio (events/s with ÷ without) "
+        "| CPU ms with / without | CPU ratio |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     for size, n in ((1000, rounds), (100, rounds * 4), (1, rounds * 40)):
         with_s = event_stream(f"aw{size}{tag}", 21)
