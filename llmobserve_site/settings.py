@@ -325,6 +325,17 @@ EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 90, minimum=0)
 if EVENT_RETENTION_DAYS > 36500:
     raise ImproperlyConfigured(f"EVENT_RETENTION_DAYS={EVENT_RETENTION_DAYS} is over 100 years: use 0 to keep forever")
 EVENT_RETENTION_INTERVAL_SECONDS = env_int("EVENT_RETENTION_INTERVAL_SECONDS", 3600, minimum=60)
+# Runs and their sections are kept this many days after they ended (0: forever, the default).
+# Refused below EVENT_RETENTION_DAYS: a run never goes while its events are kept (events/retention.py;
+# a project keeping its events longer keeps its runs as long).
+RUN_RETENTION_DAYS = env_int("RUN_RETENTION_DAYS", 0, minimum=0)
+if RUN_RETENTION_DAYS > 36500:
+    raise ImproperlyConfigured(f"RUN_RETENTION_DAYS={RUN_RETENTION_DAYS} is over 100 years: use 0 to keep forever")
+if 0 < RUN_RETENTION_DAYS < EVENT_RETENTION_DAYS:
+    raise ImproperlyConfigured(
+        f"RUN_RETENTION_DAYS={RUN_RETENTION_DAYS} is shorter than EVENT_RETENTION_DAYS={EVENT_RETENTION_DAYS}: "
+        "a run is kept at least as long as its events (use 0 to keep runs forever)"
+    )
 # How often the dashboard's run list polls for new runs.
 DASHBOARD_POLL_SECONDS = env_int("DASHBOARD_POLL_SECONDS", 5, minimum=1)
 # How long an OTLP span waits for its parent span before it is stored without it (otlp/models.py).
