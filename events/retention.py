@@ -27,13 +27,27 @@ retention.
 
 Ingest refuses an event older than its project's retention (a 207 naming it,
 events/schema.py): it would be removed at the next run of the job.
+
+Runs (optional, `settings.RUN_RETENTION_DAYS`, default 0 = forever): after
+the events, the same job deletes the runs that *ended* before the run cutoff,
+with their RunSection rows (nothing has a foreign key to Run: sections,
+insights and budgets name runs by run_id or not at all).  A run never goes
+while its events may be kept: per project the cutoff is the earliest of the
+run cutoff, the project's event cutoff (a project keeping its events forever
+keeps its runs) and the oldest event the project still has (PostgreSQL keeps
+a month's partition up to a month past the retention: its runs wait for it).
+Batches go through the (project, started_at, …, ended_at, id) index
+`run_project_sort`, each its own short transaction sized like the events'.
+Rollups, insights and budgets stay: the overview and breakdown read rollups.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +76,21 @@ def retention_days(project_days: int | None) -> int:
 def retention_cutoff(*, days: int, now: dt.datetime) -> dt.datetime | None:
     """Events that started before this are expired; None keeps them forever."""
     return now - dt.timedelta(days=days) if days else None
+
+
+def run_retention_cutoff(
+    *, event_cutoff: dt.datetime | None, oldest_event: dt.datetime | None, now: dt.datetime
+) -> dt.datetime | None:
+    """Runs of a project that ended before this are deleted; None keeps them all.
+
+    The earliest of the run cutoff (RUN_RETENTION_DAYS), the project's event
+    cutoff and its oldest stored event: a run's events all started by its
+    end, so a run that ended before the project's oldest event has none left.
+    """
+    run_cutoff = retention_cutoff(days=settings.RUN_RETENTION_DAYS, now=now)
+    if run_cutoff is None or event_cutoff is None:
+        return None  # runs kept forever, or events kept forever (and so their runs)
+    return min(run_cutoff, event_cutoff, *([oldest_event] if oldest_event is not None else []))
 
 
 # Per process: (project retention days or None, read at) by project id.  A
@@ -104,6 +133,8 @@ class ExpiryReport:
     partition_rows_dropped: int = 0  # PostgreSQL's estimate (reltuples) of the dropped partitions' rows
     partition_bytes_dropped: int = 0
     rows_deleted: int = 0
+    runs_deleted: int = 0  # with their RunSection rows (RUN_RETENTION_DAYS)
+    run_sections_deleted: int = 0
     batches: int = 0
     lock_ms: list[float] = field(default_factory=list)  # each DELETE batch's transaction, start to commit
     drop_ms: list[float] = field(default_factory=list)
@@ -128,15 +159,34 @@ def events_expire(*, now: dt.datetime | None = None) -> ExpiryReport:
         for pid, cutoff in sorted(cutoffs.items()):
             if cutoff is not None:
                 _delete_batched(report, table=partitions.PARENT, project_id=pid, before=cutoff)
+    if settings.RUN_RETENTION_DAYS:
+        for pid, event_cutoff in sorted(cutoffs.items()):
+            run_cutoff = run_retention_cutoff(
+                event_cutoff=event_cutoff, oldest_event=_oldest_event(pid) if event_cutoff else None, now=now
+            )
+            if run_cutoff is not None:
+                _delete_runs(report, project_id=pid, ended_before=run_cutoff)
     logger.info(
-        "events: retention dropped %d partitions (~%d rows), deleted %d rows in %d batches (longest lock %.0f ms)",
+        "events: retention dropped %d partitions (~%d rows), deleted %d rows and %d runs (%d sections) "
+        "in %d batches (longest lock %.0f ms)",
         len(report.partitions_dropped),
         report.partition_rows_dropped,
         report.rows_deleted,
+        report.runs_deleted,
+        report.run_sections_deleted,
         report.batches,
         report.max_lock_ms,
     )
     return report
+
+
+def _oldest_event(project_id: int) -> dt.datetime | None:
+    """The started_at of the project's oldest stored event: one probe of the (project, started_at) index."""
+    from events.models import Event
+
+    return (
+        Event.objects.filter(project_id=project_id).order_by("started_at").values_list("started_at", flat=True).first()
+    )
 
 
 def _has_rows(table: str, project_id: int) -> bool:
@@ -173,10 +223,8 @@ def _expire_partitioned(cutoffs: dict[int, dt.datetime | None], now: dt.datetime
 
 def _delete_batched(report: ExpiryReport, *, table: str, project_id: int, before: dt.datetime) -> None:
     """Delete the project's rows of `table` started before `before`, a batch per transaction."""
-    sqlite = connection.vendor == "sqlite"
-    size = FIRST_BATCH if sqlite else PG_BATCH
     when = connection.ops.adapt_datetimefield_value(before)
-    if sqlite:
+    if connection.vendor == "sqlite":
         # rowids through the (project, started_at, section) index: each batch reads only what it deletes.
         sql = (
             f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} "
@@ -187,15 +235,74 @@ def _delete_batched(report: ExpiryReport, *, table: str, project_id: int, before
             f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} "
             "WHERE project_id = %s AND started_at < %s LIMIT %s))"
         )
+
+    def batch(size: int) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [project_id, when, size])
+            return int(cursor.rowcount)
+
+    report.rows_deleted += _in_batches(report, batch)
+
+
+def runs_delete_sql() -> str:
+    """One batch of runs: params (project_id, cutoff, cutoff, limit, cutoff); returns the deleted run_ids.
+
+    A range of run_project_sort (project, started_at, cost_usd, calls, ended_at, id): a run ends
+    after it starts, and ended_at is read from the index.  The outer ended_at test re-checks a run
+    that ingest extended meanwhile (PostgreSQL re-evaluates it on the updated row).
+    """
+    from events.models import Run
+
+    runs = Run._meta.db_table
+    return (
+        f"DELETE FROM {runs} WHERE id IN (SELECT id FROM {runs} WHERE project_id = %s AND started_at < %s "
+        f"AND ended_at < %s ORDER BY started_at LIMIT %s) AND ended_at < %s RETURNING run_id"
+    )
+
+
+def _delete_runs(report: ExpiryReport, *, project_id: int, ended_before: dt.datetime) -> None:
+    """Delete the project's runs that ended before `ended_before`, and their sections, a batch per transaction."""
+    from events.models import RunSection
+
+    runs_sql, sections = runs_delete_sql(), RunSection._meta.db_table
+    when = connection.ops.adapt_datetimefield_value(ended_before)
+    # The run ids as one parameter (no limit on the number of bound variables); the unique
+    # (project, run_id, section) index finds each run's sections.
+    if connection.vendor == "sqlite":
+        sections_sql = f"DELETE FROM {sections} WHERE project_id = %s AND run_id IN (SELECT value FROM json_each(%s))"
+    else:
+        sections_sql = f"DELETE FROM {sections} WHERE project_id = %s AND run_id = ANY(%s)"
+
+    def batch(size: int) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(runs_sql, [project_id, when, when, size, when])
+            run_ids = [row[0] for row in cursor.fetchall()]
+            if run_ids:
+                ids = json.dumps(run_ids) if connection.vendor == "sqlite" else run_ids
+                cursor.execute(sections_sql, [project_id, ids])
+                report.run_sections_deleted += int(cursor.rowcount)
+        return len(run_ids)
+
+    report.runs_deleted += _in_batches(report, batch)
+
+
+def _in_batches(report: ExpiryReport, batch: Callable[[int], int]) -> int:
+    """Call `batch(size)` (deletes at most `size` rows, returns how many) until it deletes fewer.
+
+    Each call is its own transaction.  On SQLite the size is steered so the write lock is held
+    about TARGET_LOCK_MS, with a pause between batches for ingest to take the lock.
+    """
+    sqlite = connection.vendor == "sqlite"
+    size = FIRST_BATCH if sqlite else PG_BATCH
+    total = 0
     while True:
         started = time.perf_counter()
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, [project_id, when, size])
-            deleted = cursor.rowcount
+        with transaction.atomic():
+            deleted = batch(size)
         elapsed = (time.perf_counter() - started) * 1000.0
         if deleted <= 0:
             break
-        report.rows_deleted += deleted
+        total += deleted
         report.batches += 1
         report.lock_ms.append(elapsed)
         if deleted < size:
@@ -204,6 +311,7 @@ def _delete_batched(report: ExpiryReport, *, table: str, project_id: int, before
             # Steer the next batch to TARGET_LOCK_MS from this one's rows per ms.
             size = int(min(MAX_BATCH, max(MIN_BATCH, size * TARGET_LOCK_MS / max(elapsed, 1.0))))
             time.sleep(PAUSE_S)
+    return total
 
 
 # --- Runs whose events are gone (a read: what the run page and GET /runs/{id} show) ------------

@@ -2,8 +2,9 @@
 
 `events.retention` (beat, every EVENT_RETENTION_INTERVAL_SECONDS) makes sure
 this month's partition and the next PARTITIONS_AHEAD exist (PostgreSQL), then
-removes the events past their retention.  Idempotent: a redelivered or doubled
-run finds the partitions made and the rows gone.
+removes the events past their retention and, with RUN_RETENTION_DAYS set, the
+runs (and their sections) past theirs; its log line says both.  Idempotent: a
+redelivered or doubled run finds the partitions made and the rows gone.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pricing.services import parse_moment
 
 @shared_task(name="events.retention", acks_late=True, ignore_result=True)
 def events_retention(at_iso: str | None = None) -> int:
-    """Returns the events removed (for a dropped partition, PostgreSQL's estimate)."""
+    """Returns the events removed (for a dropped partition, PostgreSQL's estimate); runs are in the log line."""
     now = parse_moment(at_iso, default=timezone.now())
     if events_partitioned():
         partitions_ahead(now=now)
