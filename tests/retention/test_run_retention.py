@@ -10,9 +10,10 @@ import logging
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, models
 from django.db.models import Sum
 
 from events import retention
@@ -42,12 +43,12 @@ def post_runs(api: Api, prefix: str = "run") -> None:
         assert api.post_events({"events": events}).status_code == 200
 
 
-def rollups() -> dict[str, list[tuple]]:
+def rollups() -> dict[str, list[Any]]:
     """Every rollup row (ids aside) and the daily sums: unchanged by run retention."""
 
-    def rows(model: type) -> list[tuple]:
+    def rows(model: type[models.Model]) -> list[Any]:
         fields = [f.attname for f in model._meta.concrete_fields if f.attname != "id"]
-        return sorted(model.objects.values_list(*fields), key=repr)
+        return sorted(model._default_manager.values_list(*fields), key=repr)
 
     return {
         "daily": rows(DailyRollup),
