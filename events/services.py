@@ -506,18 +506,7 @@ def _attr_spread(agg: _Agg) -> None:
     rollups = agg.attr_rollups
     for (ident, day, service, provider, model), r in agg.attr_calls.items():
         for name, value in agg.attr_sets[ident].items():
-            k = (name, day, value, service, provider, model)
-            t = rollups.get(k)
-            if t is None:
-                rollups[k] = r[:]
-            else:
-                t[0] += r[0]
-                t[1] += r[1]
-                t[2] += r[2]
-                t[3] += r[3]
-                t[4] += r[4]
-                t[5] += r[5]
-                t[6] += r[6]
+            _fold_sums(rollups, (name, day, value, service, provider, model), r)
     agg.attr_calls.clear()
     agg.attr_sets.clear()
 
@@ -779,12 +768,19 @@ def _rolled_up_keys(cursor: Any, project_id: int, incoming: set[str], now: dt.da
 
 
 def _fold_sums(into: dict[Any, list[Any]], key: Any, sums: list[Any]) -> None:
-    target = into.get(key)
-    if target is None:
+    """Add a row's seven sums (_ROLLUP_SUMS order) to into[key].  Unrolled: it
+    runs per attribute rollup row of every ingest batch."""
+    t = into.get(key)
+    if t is None:
         into[key] = list(sums)
     else:
-        for i, v in enumerate(sums):
-            target[i] += v
+        t[0] += sums[0]
+        t[1] += sums[1]
+        t[2] += sums[2]
+        t[3] += sums[3]
+        t[4] += sums[4]
+        t[5] += sums[5]
+        t[6] += sums[6]
 
 
 def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.datetime, clamp: bool) -> None:
@@ -877,22 +873,11 @@ def _attr_sums(
                 _fold_sums(wide, (key, day, value, service, provider, model), r)
     else:
         wide = {k: r for k, r in agg.attr_rollups.items() if k[0] in known}
-    # Seven sums added in place: this runs per wide row.
     narrow: dict[Any, list[Any]] = {}
     per_day: dict[Any, list[Any]] = {}
     for (key, day, value, *_), r in wide.items():
-        for into, k in ((narrow, (key, day, value)), (per_day, (key, day))):
-            t = into.get(k)
-            if t is None:
-                into[k] = r[:]
-            else:
-                t[0] += r[0]
-                t[1] += r[1]
-                t[2] += r[2]
-                t[3] += r[3]
-                t[4] += r[4]
-                t[5] += r[5]
-                t[6] += r[6]
+        _fold_sums(narrow, (key, day, value), r)
+        _fold_sums(per_day, (key, day), r)
     return wide, narrow, per_day
 
 
