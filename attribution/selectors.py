@@ -280,7 +280,11 @@ def cost_breakdown(*, project_id: int, query: CostQuery) -> Breakdown:
         keys = [r[0] for r in top]
         # (day, key) -> the sums: every sum of the top N keys per day, for their
         # rows and the daily chart in one read.
-        per_day = _per_day_sums(cursor, table, group_col, clauses, params, query, keys, seek_days=attribute_table)
+        # The wide rollup's key is (project, key, day, value, ...): its rows of N
+        # values are found by seeking each day; the per-value rollup's is
+        # (project, key, value, day): N ranges.
+        seek_days = attribute_table and not narrow
+        per_day = _per_day_sums(cursor, table, group_col, clauses, params, query, keys, seek_days=seek_days)
         sums: dict[str, Sums] = {}
         for (_, key), s in per_day.items():
             sums[key] = _plus(sums.get(key), s)
