@@ -37,7 +37,14 @@ from typing import Any
 from django.db import connection, transaction
 
 from events.attributes import ATTRIBUTE_KEY_MAX, NONE
-from events.models import AttributeKey, AttributeKeyDay, AttributeRollup, AttributeValueRollup, DailyRollup
+from events.models import (
+    AttributeKey,
+    AttributeKeyDay,
+    AttributeRollup,
+    AttributeValueRollup,
+    AttributeValueWeek,
+    DailyRollup,
+)
 
 DIMENSIONS = ("service", "model", "section", "provider")
 LIMIT_DEFAULT = 10
@@ -239,22 +246,59 @@ def _source(query: CostQuery, *, by_day: bool = False) -> str:
     return AttributeRollup._meta.db_table
 
 
-def _top_sql(table: str, group_col: str, where: str) -> str:
+def _top_sql(source: str, group_col: str) -> str:
     """The top N groups by cost (then calls, then name) and how many groups there
     are: only the two sums the order needs are summed per group (a month of
-    50,000 users is 50,000 groups); the rows' other sums are read for the top N."""
+    50,000 users is 50,000 groups); the rows' other sums are read for the top N.
+    `source`: "table WHERE ..." or a derived table of (group_col, cost_usd, calls)."""
     if connection.vendor == "sqlite":
         # The groups kept once and counted by a scalar subquery: a window over 50,000
         # groups made SQLite copy them again (~25% of the query at 1M events).
         return (
             f"WITH g AS MATERIALIZED (SELECT {group_col} AS k, SUM(cost_usd) AS c, SUM(calls) AS n "
-            f"FROM {table} WHERE {where} GROUP BY {group_col}) "
+            f"FROM {source} GROUP BY {group_col}) "
             "SELECT k, c, n, (SELECT COUNT(*) FROM g) FROM g ORDER BY c DESC, n DESC, k LIMIT %s"
         )
     return (
-        f"SELECT {group_col}, SUM(cost_usd), SUM(calls), COUNT(*) OVER () FROM {table} WHERE {where} "
+        f"SELECT {group_col}, SUM(cost_usd), SUM(calls), COUNT(*) OVER () FROM {source} "
         f"GROUP BY {group_col} ORDER BY SUM(cost_usd) DESC, SUM(calls) DESC, {group_col} LIMIT %s"
     )
+
+
+def whole_weeks(start: dt.date, end: dt.date) -> tuple[dt.date, dt.date] | None:
+    """The Mondays of the first and last ISO weeks wholly inside [start, end], or None."""
+    first = start + dt.timedelta(days=(7 - start.weekday()) % 7)
+    last = end - dt.timedelta(days=(end.weekday() + 1) % 7) - dt.timedelta(days=6)
+    return (first, last) if first <= last else None
+
+
+def _by_week_source(clauses: list[str], params: list[Any], query: CostQuery) -> tuple[str, list[Any]] | None:
+    """The per-value rollup's rows of a range as a derived table of (value,
+    cost_usd, calls): the range's whole weeks from AttributeValueWeek and only
+    its edge days (at most six at each end) from AttributeValueRollup.  None
+    when the range holds no whole week.  `clauses` are _where's: project, the
+    two day bounds, then the key (and value) filters."""
+    weeks = whole_weeks(query.start, query.end)
+    if weeks is None:
+        return None
+    assert clauses[:3] == ["project_id = %s", "day >= %s", "day <= %s"], clauses
+    rest = " AND ".join(clauses[3:])
+    project_id, rest_params = params[0], params[3:]
+    adapt = connection.ops.adapt_datefield_value
+    week_t, day_t = AttributeValueWeek._meta.db_table, AttributeValueRollup._meta.db_table
+    parts = [
+        f"SELECT value, cost_usd, calls FROM {week_t} WHERE project_id = %s AND week >= %s AND week <= %s AND {rest}"
+    ]
+    out: list[Any] = [project_id, adapt(weeks[0]), adapt(weeks[1]), *rest_params]
+    edges = ((query.start, weeks[0] - dt.timedelta(days=1)), (weeks[1] + dt.timedelta(days=7), query.end))
+    for first, last in edges:
+        if first <= last:
+            parts.append(
+                f"SELECT value, cost_usd, calls FROM {day_t} WHERE project_id = %s AND day >= %s AND day <= %s "
+                f"AND {rest}"
+            )
+            out += [project_id, adapt(first), adapt(last), *rest_params]
+    return f"({' UNION ALL '.join(parts)}) AS r", out
 
 
 def _days(query: CostQuery) -> list[Any]:
@@ -273,8 +317,12 @@ def cost_breakdown(*, project_id: int, query: CostQuery) -> Breakdown:
     group_col = "value" if query.group_by == "attribute" else query.group_by
     clauses, params = _where(query, project_id=project_id, attribute_table=attribute_table)
     where = " AND ".join(clauses)
+    by_week = _by_week_source(clauses, params, query) if narrow else None
     with _grouping_cursor() as cursor:
-        cursor.execute(_top_sql(table, group_col, where), [*params, query.limit])
+        if by_week is not None:
+            cursor.execute(_top_sql(by_week[0], group_col), [*by_week[1], query.limit])
+        else:
+            cursor.execute(_top_sql(f"{table} WHERE {where}", group_col), [*params, query.limit])
         top = cursor.fetchall()
         groups = int(top[0][3]) if top else 0
         keys = [r[0] for r in top]
