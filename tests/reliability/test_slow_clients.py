@@ -20,6 +20,7 @@ ports; the database is the test's own.  Everything is bounded and on
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import json
 import os
@@ -269,7 +270,8 @@ def ingest_once(port: int, key: str, timeout: float = TRY_TIMEOUT) -> tuple[bool
         "input_tokens": 10,
         "output_tokens": 1,
         "latency_ms": 12.0,
-        "started_at": "2026-11-26T09:00:00Z",
+        # An hour ago: the server keeps its default 90-day retention and refuses older events.
+        "started_at": (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat().replace("+00:00", "Z"),
         "status": "ok",
         "service": "attack-probe",
     }
