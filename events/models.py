@@ -154,7 +154,23 @@ class RunSection(models.Model):
         ]
 
 
-class DailyRollup(models.Model):
+class RollupSums(models.Model):
+    """The seven call sums every rollup row keeps (events.services._ROLLUP_SUMS):
+    added at ingest, summed by the breakdown and the overview."""
+
+    calls = models.IntegerField(default=0)
+    errors = models.IntegerField(default=0)
+    unpriced_calls = models.IntegerField(default=0)
+    usage_unknown_calls = models.IntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class DailyRollup(RollupSums):
     """Per day, service, section and model: the call totals the overview draws from.
 
     `service`, `section` and `model` are "" for calls without a service, outside
@@ -169,13 +185,6 @@ class DailyRollup(models.Model):
     section = models.CharField(max_length=256, default="")
     provider = models.CharField(max_length=64, default="")
     model = models.CharField(max_length=128, default="")
-    calls = models.IntegerField(default=0)
-    errors = models.IntegerField(default=0)
-    unpriced_calls = models.IntegerField(default=0)
-    usage_unknown_calls = models.IntegerField(default=0)
-    input_tokens = models.BigIntegerField(default=0)
-    output_tokens = models.BigIntegerField(default=0)
-    cost_usd = models.FloatField(default=0)
 
     class Meta:
         constraints = [
@@ -201,7 +210,7 @@ class AttributeKey(models.Model):
         constraints = [models.UniqueConstraint(fields=["project", "key"], name="attributekey_unique")]
 
 
-class AttributeRollup(models.Model):
+class AttributeRollup(RollupSums):
     """Per UTC day, attribute key and value (and service, provider, model): call totals.
 
     Kept at ingest beside DailyRollup so the breakdown by `user_id`, `customer`,
@@ -219,13 +228,6 @@ class AttributeRollup(models.Model):
     service = models.CharField(max_length=128, default="")
     provider = models.CharField(max_length=64, default="")
     model = models.CharField(max_length=128, default="")
-    calls = models.IntegerField(default=0)
-    errors = models.IntegerField(default=0)
-    unpriced_calls = models.IntegerField(default=0)
-    usage_unknown_calls = models.IntegerField(default=0)
-    input_tokens = models.BigIntegerField(default=0)
-    output_tokens = models.BigIntegerField(default=0)
-    cost_usd = models.FloatField(default=0)
 
     class Meta:
         constraints = [
@@ -238,7 +240,7 @@ class AttributeRollup(models.Model):
         ]
 
 
-class AttributeValueRollup(models.Model):
+class AttributeValueRollup(RollupSums):
     """Per UTC day, attribute key and value: call totals over every service,
     provider and model (AttributeRollup summed over those three).
 
@@ -253,13 +255,6 @@ class AttributeValueRollup(models.Model):
     key = models.CharField(max_length=64)
     day = models.DateField()
     value = models.CharField(max_length=200)
-    calls = models.IntegerField(default=0)
-    errors = models.IntegerField(default=0)
-    unpriced_calls = models.IntegerField(default=0)
-    usage_unknown_calls = models.IntegerField(default=0)
-    input_tokens = models.BigIntegerField(default=0)
-    output_tokens = models.BigIntegerField(default=0)
-    cost_usd = models.FloatField(default=0)
 
     class Meta:
         constraints = [
@@ -278,7 +273,7 @@ class AttributeValueRollup(models.Model):
         ]
 
 
-class AttributeValueWeek(models.Model):
+class AttributeValueWeek(RollupSums):
     """Per ISO week (`week` is its Monday), attribute key and value:
     AttributeValueRollup summed over the week's days.
 
@@ -294,13 +289,6 @@ class AttributeValueWeek(models.Model):
     key = models.CharField(max_length=64)
     week = models.DateField()
     value = models.CharField(max_length=200)
-    calls = models.IntegerField(default=0)
-    errors = models.IntegerField(default=0)
-    unpriced_calls = models.IntegerField(default=0)
-    usage_unknown_calls = models.IntegerField(default=0)
-    input_tokens = models.BigIntegerField(default=0)
-    output_tokens = models.BigIntegerField(default=0)
-    cost_usd = models.FloatField(default=0)
 
     class Meta:
         # The same two keys as AttributeValueRollup's, for the same reads.
@@ -312,7 +300,7 @@ class AttributeValueWeek(models.Model):
         ]
 
 
-class AttributeKeyDay(models.Model):
+class AttributeKeyDay(RollupSums):
     """Per UTC day and attribute key: how many distinct values the rollups hold
     (the value cap's count, ATTRIBUTE_VALUES_MAX) and the key's call totals.
 
@@ -327,13 +315,6 @@ class AttributeKeyDay(models.Model):
     key = models.CharField(max_length=64)
     day = models.DateField()
     value_count = models.IntegerField(default=0)
-    calls = models.IntegerField(default=0)
-    errors = models.IntegerField(default=0)
-    unpriced_calls = models.IntegerField(default=0)
-    usage_unknown_calls = models.IntegerField(default=0)
-    input_tokens = models.BigIntegerField(default=0)
-    output_tokens = models.BigIntegerField(default=0)
-    cost_usd = models.FloatField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "key", "day"], name="attributekeyday_unique")]
