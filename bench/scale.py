@@ -414,6 +414,7 @@ def measure(args: argparse.Namespace, target: int) -> None:
         ("runs, most expensive (sort=cost)", "/dashboard/runs/?sort=cost", {}),
         ("breakdown (default)", "/dashboard/breakdown/", {}),
         ("breakdown user_id, 30 days", "/dashboard/breakdown/?group_by=attribute:user_id&days=30", {}),
+        ("breakdown user_id, 90 days", "/dashboard/breakdown/?group_by=attribute:user_id&days=90", {}),
         ("breakdown plan, 90 days", "/dashboard/breakdown/?group_by=attribute:plan&days=90", {}),
         ("budgets", "/dashboard/budgets/", {}),
         ("reconciliation", "/dashboard/reconciliation/", {}),
