@@ -41,6 +41,7 @@ from events.models import (
     AttributeKey,
     AttributeKeyDay,
     AttributeRollup,
+    AttributeValueMonth,
     AttributeValueRollup,
     AttributeValueWeek,
     DailyRollup,
@@ -272,32 +273,68 @@ def whole_weeks(start: dt.date, end: dt.date) -> tuple[dt.date, dt.date] | None:
     return (first, last) if first <= last else None
 
 
-def _by_week_source(clauses: list[str], params: list[Any], query: CostQuery) -> tuple[str, list[Any]] | None:
+def whole_months(start: dt.date, end: dt.date) -> tuple[dt.date, dt.date] | None:
+    """The first days of the first and last calendar months wholly inside [start, end], or None."""
+    first = start if start.day == 1 else (start.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+    after_end = end + dt.timedelta(days=1)
+    last = (after_end.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+    return (first, last) if first <= last else None
+
+
+def range_spans(start: dt.date, end: dt.date) -> list[tuple[str, dt.date, dt.date]]:
+    """[start, end] cut into ("month" | "week" | "day", first, last) pieces: its
+    whole months, then the whole weeks of what is left at either side, then
+    the days left over (at most six at each end of a stretch of weeks)."""
+    out: list[tuple[str, dt.date, dt.date]] = []
+    one = dt.timedelta(days=1)
+    months = whole_months(start, end)
+    gaps = [(start, end)]
+    if months is not None:
+        out.append(("month", *months))
+        gaps = [(start, months[0] - one), ((months[1] + dt.timedelta(days=32)).replace(day=1), end)]
+    for first, last in gaps:
+        if first > last:
+            continue
+        weeks = whole_weeks(first, last)
+        if weeks is None:
+            out.append(("day", first, last))
+            continue
+        out.append(("week", *weeks))
+        for a, b in ((first, weeks[0] - one), (weeks[1] + dt.timedelta(days=7), last)):
+            if a <= b:
+                out.append(("day", a, b))
+    return out
+
+
+_SPAN_SOURCES = {
+    "month": (AttributeValueMonth._meta.db_table, "month"),
+    "week": (AttributeValueWeek._meta.db_table, "week"),
+    "day": (AttributeValueRollup._meta.db_table, "day"),
+}
+
+
+def _tiered_source(clauses: list[str], params: list[Any], query: CostQuery) -> tuple[str, list[Any]] | None:
     """The per-value rollup's rows of a range as a derived table of (value,
-    cost_usd, calls): the range's whole weeks from AttributeValueWeek and only
-    its edge days (at most six at each end) from AttributeValueRollup.  None
-    when the range holds no whole week.  `clauses` are _where's: project, the
-    two day bounds, then the key (and value) filters."""
-    weeks = whole_weeks(query.start, query.end)
-    if weeks is None:
+    cost_usd, calls): its whole months from AttributeValueMonth, whole weeks of
+    the rest from AttributeValueWeek and only the days left over from
+    AttributeValueRollup.  None when the range holds no whole week.  `clauses`
+    are _where's: project, the two day bounds, then the key (and value) filters."""
+    spans = range_spans(query.start, query.end)
+    if all(kind == "day" for kind, _, _ in spans):
         return None
     assert clauses[:3] == ["project_id = %s", "day >= %s", "day <= %s"], clauses
     rest = " AND ".join(clauses[3:])
     project_id, rest_params = params[0], params[3:]
     adapt = connection.ops.adapt_datefield_value
-    week_t, day_t = AttributeValueWeek._meta.db_table, AttributeValueRollup._meta.db_table
-    parts = [
-        f"SELECT value, cost_usd, calls FROM {week_t} WHERE project_id = %s AND week >= %s AND week <= %s AND {rest}"
-    ]
-    out: list[Any] = [project_id, adapt(weeks[0]), adapt(weeks[1]), *rest_params]
-    edges = ((query.start, weeks[0] - dt.timedelta(days=1)), (weeks[1] + dt.timedelta(days=7), query.end))
-    for first, last in edges:
-        if first <= last:
-            parts.append(
-                f"SELECT value, cost_usd, calls FROM {day_t} WHERE project_id = %s AND day >= %s AND day <= %s "
-                f"AND {rest}"
-            )
-            out += [project_id, adapt(first), adapt(last), *rest_params]
+    parts: list[str] = []
+    out: list[Any] = []
+    for kind, first, last in spans:
+        table, column = _SPAN_SOURCES[kind]
+        parts.append(
+            f"SELECT value, cost_usd, calls FROM {table} WHERE project_id = %s AND {column} >= %s "
+            f"AND {column} <= %s AND {rest}"
+        )
+        out += [project_id, adapt(first), adapt(last), *rest_params]
     return f"({' UNION ALL '.join(parts)}) AS r", out
 
 
@@ -317,10 +354,10 @@ def cost_breakdown(*, project_id: int, query: CostQuery) -> Breakdown:
     group_col = "value" if query.group_by == "attribute" else query.group_by
     clauses, params = _where(query, project_id=project_id, attribute_table=attribute_table)
     where = " AND ".join(clauses)
-    by_week = _by_week_source(clauses, params, query) if narrow else None
+    tiered = _tiered_source(clauses, params, query) if narrow else None
     with _grouping_cursor() as cursor:
-        if by_week is not None:
-            cursor.execute(_top_sql(by_week[0], group_col), [*by_week[1], query.limit])
+        if tiered is not None:
+            cursor.execute(_top_sql(tiered[0], group_col), [*tiered[1], query.limit])
         else:
             cursor.execute(_top_sql(f"{table} WHERE {where}", group_col), [*params, query.limit])
         top = cursor.fetchall()

@@ -300,6 +300,27 @@ class AttributeValueWeek(RollupSums):
         ]
 
 
+class AttributeValueMonth(RollupSums):
+    """Per calendar month (`month` is its first day), attribute key and value:
+    AttributeValueRollup summed over the month's days, kept and rebuilt as
+    AttributeValueWeek is.  A breakdown reads a range's whole months here, then
+    whole weeks, then days: 90 days of 20,000 daily users is two or three
+    month rows a value instead of twelve week rows."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, db_index=False)
+    key = models.CharField(max_length=64)
+    month = models.DateField()
+    value = models.CharField(max_length=200)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "key", "value", "month"], name="attrvaluemonth_value_month"),
+        ]
+        indexes = [
+            models.Index(fields=["project", "key", "month", "value", "cost_usd", "calls"], name="attrvaluemonth_range"),
+        ]
+
+
 class AttributeKeyDay(RollupSums):
     """Per UTC day and attribute key: how many distinct values the rollups hold
     (the value cap's count, ATTRIBUTE_VALUES_MAX) and the key's call totals.

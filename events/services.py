@@ -27,10 +27,12 @@ from events.models import (
     AttributeKey,
     AttributeKeyDay,
     AttributeRollup,
+    AttributeValueMonth,
     AttributeValueRollup,
     AttributeValueWeek,
     DailyRollup,
     Event,
+    RollupSums,
     Run,
     RunSection,
 )
@@ -786,9 +788,10 @@ def _fold_sums(into: dict[Any, list[Any]], key: Any, sums: list[Any]) -> None:
 
 def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.datetime, clamp: bool) -> None:
     """Add the batch's attribute sums to AttributeRollup (per service, provider
-    and model), AttributeValueRollup (per value), AttributeValueWeek (per value
-    and ISO week: the per-value rows summed by week) and AttributeKeyDay (per key
-    and day: its sums and how many values it holds) within the bounds.
+    and model), AttributeValueRollup (per value), AttributeValueWeek and
+    AttributeValueMonth (per value and ISO week / calendar month: the per-value
+    rows summed by week and by month) and AttributeKeyDay (per key and day: its
+    sums and how many values it holds) within the bounds.
 
     Keys: the project's first ATTRIBUTE_KEYS_MAX keys are rolled up, later ones
     are not.  Values: a (key, day) holds at most ATTRIBUTE_VALUES_MAX distinct
@@ -798,13 +801,13 @@ def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.d
     (one writer); on PostgreSQL two concurrent batches can each take the last
     free places, so a cap can be passed by a batch's worth (bounded).
 
-    PostgreSQL: one statement writes all four tables, unless a (key, day) of
+    PostgreSQL: one statement writes all five tables, unless a (key, day) of
     the batch could reach its cap (its count plus the batch's values for it
     passes the cap), which the statement checks first and then writes nothing;
     only then are the values looked up and the overflow sent to OTHER, and the
     statement runs again without the check.  SQLite (in process, one writer):
     the batch's values are looked up (what it inserts is learnt from that), the
-    day counts read where a value is new, and four upserts.
+    day counts read where a value is new, and five upserts.
     """
     known = _rolled_up_keys(cursor, project_id, {k[0] for k in agg.attr_rollups}, now)
     # (key, day) -> the values the batch brings
@@ -829,18 +832,19 @@ def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.d
     present = _present_values(cursor, project_id, [(k, d, sorted(wanted[(k, d)] | {OTHER})) for k, d in pairs])
     look = [p for p in pairs if wanted[p] - present.get(p, set()) - {OTHER}]
     counts = _key_day_counts(cursor, project_id, look) if look else {}
-    wide, narrow, per_day, weekly = _attr_sums(agg, known, _overflow(wanted, look, present, counts))
+    wide, narrow, per_day, weekly, monthly = _attr_sums(agg, known, _overflow(wanted, look, present, counts))
     # One writer: a value row is new exactly when the look-up did not find it.
     inserted: dict[tuple[str, dt.date], int] = {}
     for key, day, value in narrow:
         if value not in present.get((key, day), ()):
             inserted[(key, day)] = inserted.get((key, day), 0) + 1
-    attr_t, value_t, day_t, week_t = _ATTR_TABLES
+    attr_t, value_t, day_t, week_t, month_t = _ATTR_TABLES
     for table, conflict, rows, sums in (
         (attr_t, _ATTR_KEY, _attr_rows(project_id, wide, clamp), _ROLLUP_SUMS),
         (value_t, _VALUE_KEY, _attr_rows(project_id, narrow, clamp), _ROLLUP_SUMS),
         (day_t, _KEY_DAY_KEY, _attr_rows(project_id, per_day, clamp, inserted), ("value_count", *_ROLLUP_SUMS)),
         (week_t, _WEEK_KEY, _attr_rows(project_id, weekly, clamp), _ROLLUP_SUMS),
+        (month_t, _MONTH_KEY, _attr_rows(project_id, monthly, clamp), _ROLLUP_SUMS),
     ):
         _upsert(cursor, table, (*conflict, *sums), conflict, _sums_update(table, sums), rows)
 
@@ -863,10 +867,11 @@ def _overflow(
 
 def _attr_sums(
     agg: _Agg, known: frozenset[str], overflow: dict[tuple[str, dt.date], set[str]]
-) -> tuple[dict[Any, list[Any]], dict[Any, list[Any]], dict[Any, list[Any]], dict[Any, list[Any]]]:
+) -> tuple[dict[Any, list[Any]], ...]:
     """The batch's sums per wide row (key, day, value, service, provider, model),
-    per value (key, day, value), per (key, day) and per value and week (key,
-    Monday, value), overflowing values as OTHER."""
+    per value (key, day, value), per (key, day), per value and week (key,
+    Monday, value) and per value and month (key, 1st, value), overflowing values
+    as OTHER."""
     wide: dict[Any, list[Any]]
     if overflow:
         wide = {}
@@ -883,9 +888,11 @@ def _attr_sums(
         _fold_sums(narrow, (key, day, value), r)
         _fold_sums(per_day, (key, day), r)
     weekly: dict[Any, list[Any]] = {}
+    monthly: dict[Any, list[Any]] = {}
     for (key, day, value), r in narrow.items():
         _fold_sums(weekly, (key, week_of(day), value), r)
-    return wide, narrow, per_day, weekly
+        _fold_sums(monthly, (key, day.replace(day=1), value), r)
+    return wide, narrow, per_day, weekly, monthly
 
 
 def week_of(day: dt.date) -> dt.date:
@@ -899,6 +906,13 @@ def week_of_sql(column: str) -> str:
         return f"({column} - (EXTRACT(ISODOW FROM {column})::int - 1))"
     # strftime %w: Sunday 0 .. Saturday 6; (w + 6) % 7 days back is the Monday.  %% for Django's %s style.
     return f"date({column}, '-' || ((CAST(strftime('%%w', {column}) AS INTEGER) + 6) %% 7) || ' days')"
+
+
+def month_of_sql(column: str) -> str:
+    """SQL for the first day of column's month (AttributeValueMonth's `month`)."""
+    if connection.vendor == "postgresql":
+        return f"(date_trunc('month', {column})::date)"
+    return f"date({column}, 'start of month')"
 
 
 def _attr_rows(
@@ -927,11 +941,12 @@ def _attr_write_pg(
     narrow: dict[Any, list[Any]],
     per_day: dict[Any, list[Any]],
     weekly: dict[Any, list[Any]],
+    monthly: dict[Any, list[Any]],
     *,
     check: list[tuple[str, dt.date, int]],
     clamp: bool,
 ) -> bool:
-    """PostgreSQL: the four attribute upserts in one statement (data-modifying
+    """PostgreSQL: the five attribute upserts in one statement (data-modifying
     CTEs).  `check`: (key, day, values the batch brings); when a stored count
     plus that passes the cap, nothing is written and False is returned.
 
@@ -939,18 +954,19 @@ def _attr_write_pg(
     inserted row, not on an updated one) and the key-day upsert adds their
     count, so value_count only counts rows that really were new.  Order of
     writes: value rows (read by the key-day insert), key-day rows, then the wide
-    and week rows (unreferenced CTEs run last): the same in every batch.
+    week and month rows (unreferenced CTEs run last): the same in every batch.
     """
     params: list[Any] = [[c[0] for c in check], [c[1] for c in check], [c[2] for c in check], project_id]
     params.append(ATTRIBUTE_VALUES_MAX)
     # Each table's rows as one JSON text (msgspec, in C) read back by json_array_elements:
     # psycopg quotes every element of an array parameter in Python, which cost more
     # than the statement for a batch of a few hundred rows.
-    # In the statement's order: wide, value, week, then key-day rows.
+    # In the statement's order: wide, value, week, month, then key-day rows.
     for rows in (
         _attr_rows(project_id, wide, clamp),
         _attr_rows(project_id, narrow, clamp),
         _attr_rows(project_id, weekly, clamp),
+        _attr_rows(project_id, monthly, clamp),
         _attr_rows(project_id, per_day, clamp, {}),
     ):
         params += [project_id, _JSON_ENCODE([r[1:] for r in rows]).decode()]
@@ -962,7 +978,7 @@ def _attr_write_pg(
 @functools.lru_cache(maxsize=1)
 def _attr_pg_sql() -> str:
     """The statement _attr_write_pg runs (built once: the same text every batch)."""
-    attr_t, value_t, day_t, week_t = _ATTR_TABLES
+    attr_t, value_t, day_t, week_t, month_t = _ATTR_TABLES
 
     def rows(table: str, columns: tuple[str, ...]) -> str:
         # %s: the project id; %s: a JSON array of rows, each the other columns in order.
@@ -973,6 +989,7 @@ def _attr_pg_sql() -> str:
     wide_cols = (*_ATTR_KEY, *_ROLLUP_SUMS)
     value_cols = (*_VALUE_KEY, *_ROLLUP_SUMS)
     week_cols = (*_WEEK_KEY, *_ROLLUP_SUMS)
+    month_cols = (*_MONTH_KEY, *_ROLLUP_SUMS)
     day_cols = (*_KEY_DAY_KEY, "value_count", *_ROLLUP_SUMS)
     day_sums = ("value_count", *_ROLLUP_SUMS)
     skip = "WHERE NOT EXISTS (SELECT 1 FROM tight)"
@@ -992,6 +1009,10 @@ def _attr_pg_sql() -> str:
         f"{skip} ON CONFLICT ({', '.join(_WEEK_KEY)}) DO UPDATE SET "
         + ", ".join(_plus(week_t, c) for c in _ROLLUP_SUMS)
         + "), "
+        f"mo AS (INSERT INTO {month_t} ({', '.join(month_cols)}) {rows(month_t, month_cols)} "
+        f"{skip} ON CONFLICT ({', '.join(_MONTH_KEY)}) DO UPDATE SET "
+        + ", ".join(_plus(month_t, c) for c in _ROLLUP_SUMS)
+        + "), "
         "c AS (SELECT key, day, COUNT(*) FILTER (WHERE fresh) AS added FROM n GROUP BY key, day) "
         f"INSERT INTO {day_t} ({', '.join(day_cols)}) "
         "SELECT d.project_id, d.key, d.day, d.value_count + COALESCE(c.added, 0)::int, "
@@ -1009,11 +1030,13 @@ _ATTR_KEY = ("project_id", "key", "day", "value", "service", "provider", "model"
 _VALUE_KEY = ("project_id", "key", "day", "value")
 _KEY_DAY_KEY = ("project_id", "key", "day")
 _WEEK_KEY = ("project_id", "key", "week", "value")
+_MONTH_KEY = ("project_id", "key", "month", "value")
 _ATTR_TABLES = (
     AttributeRollup._meta.db_table,
     AttributeValueRollup._meta.db_table,
     AttributeKeyDay._meta.db_table,
     AttributeValueWeek._meta.db_table,
+    AttributeValueMonth._meta.db_table,
 )
 
 
@@ -1102,6 +1125,7 @@ def _pg_array_types(table: str, columns: tuple[str, ...]) -> tuple[str, ...]:
         AttributeValueRollup,
         AttributeKeyDay,
         AttributeValueWeek,
+        AttributeValueMonth,
     )
     model = next(m for m in models if m._meta.db_table == table)
     by_column = {f.column: f for f in model._meta.concrete_fields}
@@ -1312,11 +1336,11 @@ def aggregates_rebuild(*, runs: Iterable[tuple[int, str]] = (), days: Iterable[t
             agg.runs.clear()
             agg.sections.clear()
             _upsert_aggregates(project_id, agg, now, clamp=True)
-        # The upserts above added the recounted days to their weeks on top of the
-        # old figures: each week touched is summed again from its day rows.
+        # The upserts above added the recounted days to their weeks and months on
+        # top of the old figures: each one touched is summed again from its day rows.
+        # One set-based pass over the weeks and months from the first day to the last.
         with connection.cursor() as cursor:
-            for week in sorted({week_of(day) for day in day_set}):
-                attribute_weeks_rebuild(cursor, project_id=project_id, first=week, last=week)
+            attribute_spans_rebuild(cursor, project_id=project_id, first=min(day_set), last=max(day_set))
 
 
 @transaction.atomic
@@ -1352,44 +1376,58 @@ def attribute_narrow_rebuild(*, project_id: int | None = None, since: dt.date | 
             f"SELECT project_id, key, day, COUNT(*), {sums} FROM {value_t} WHERE {cond} GROUP BY project_id, key, day",
             params,
         )
-        attribute_weeks_rebuild(cursor, project_id=project_id, first=week_of(since) if since else None)
+        attribute_spans_rebuild(cursor, project_id=project_id, first=since)
     return int(written)
 
 
-def attribute_weeks_rebuild(
+def _month_after(day: dt.date) -> dt.date:
+    return (day.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+
+
+# The per-value tiers above the day: (table, its date column, the span's first
+# day in Python and in SQL, the day after the span that starts on a given first day).
+_SPAN_TIERS: tuple[tuple[type[RollupSums], str, Any, Any, Any], ...] = (
+    (AttributeValueWeek, "week", week_of, week_of_sql, lambda first: first + dt.timedelta(days=7)),
+    (AttributeValueMonth, "month", lambda day: day.replace(day=1), month_of_sql, _month_after),
+)
+
+
+def attribute_spans_rebuild(
     cursor: Any, *, project_id: int | None, first: dt.date | None = None, last: dt.date | None = None
 ) -> None:
-    """Recompute AttributeValueWeek from AttributeValueRollup, set-based, for the
-    weeks whose Monday is in [first, last] (None: unbounded), of one project or
-    all.  A week is rebuilt whole from all its days, so a rebuild that began
-    mid-week (`since` on a Wednesday) still leaves it equal to its day rows."""
-    week_where, day_where = ["1 = 1"], ["1 = 1"]
-    week_params: list[Any] = []
-    day_params: list[Any] = []
+    """Recompute AttributeValueWeek and AttributeValueMonth from
+    AttributeValueRollup, set-based, for the weeks and months that hold a day of
+    [first, last] (None: unbounded), of one project or all.  Each is rebuilt
+    whole from all its days, so a rebuild that began mid-week or mid-month
+    (`since` on a Wednesday the 17th) still leaves it equal to its day rows."""
     adapt = connection.ops.adapt_datefield_value
-    if project_id is not None:
-        week_where.append("project_id = %s")
-        day_where.append("project_id = %s")
-        week_params.append(project_id)
-        day_params.append(project_id)
-    if first is not None:
-        week_where.append("week >= %s")
-        day_where.append("day >= %s")
-        week_params.append(adapt(week_of(first)))
-        day_params.append(adapt(week_of(first)))
-    if last is not None:
-        week_where.append("week <= %s")
-        day_where.append("day < %s")
-        week_params.append(adapt(week_of(last)))
-        day_params.append(adapt(week_of(last) + dt.timedelta(days=7)))
-    week_t, value_t = AttributeValueWeek._meta.db_table, AttributeValueRollup._meta.db_table
+    value_t = AttributeValueRollup._meta.db_table
     cols = ", ".join(_ROLLUP_SUMS)
     sums = ", ".join(f"SUM({c})" for c in _ROLLUP_SUMS)
-    week = week_of_sql("day")
-    cursor.execute(f"DELETE FROM {week_t} WHERE {' AND '.join(week_where)}", week_params)
-    cursor.execute(
-        f"INSERT INTO {week_t} (project_id, key, week, value, {cols}) "
-        f"SELECT project_id, key, {week}, value, {sums} FROM {value_t} WHERE {' AND '.join(day_where)} "
-        f"GROUP BY project_id, key, {week}, value",
-        day_params,
-    )
+    for model, column, span_of, span_sql, span_after in _SPAN_TIERS:
+        span_where, day_where = ["1 = 1"], ["1 = 1"]
+        span_params: list[Any] = []
+        day_params: list[Any] = []
+        if project_id is not None:
+            span_where.append("project_id = %s")
+            day_where.append("project_id = %s")
+            span_params.append(project_id)
+            day_params.append(project_id)
+        if first is not None:
+            span_where.append(f"{column} >= %s")
+            day_where.append("day >= %s")
+            span_params.append(adapt(span_of(first)))
+            day_params.append(adapt(span_of(first)))
+        if last is not None:
+            span_where.append(f"{column} <= %s")
+            day_where.append("day < %s")
+            span_params.append(adapt(span_of(last)))
+            day_params.append(adapt(span_after(span_of(last))))
+        table, span = model._meta.db_table, span_sql("day")
+        cursor.execute(f"DELETE FROM {table} WHERE {' AND '.join(span_where)}", span_params)
+        cursor.execute(
+            f"INSERT INTO {table} (project_id, key, {column}, value, {cols}) "
+            f"SELECT project_id, key, {span}, value, {sums} FROM {value_t} WHERE {' AND '.join(day_where)} "
+            f"GROUP BY project_id, key, {span}, value",
+            day_params,
+        )

@@ -23,8 +23,8 @@ from django.test.utils import CaptureQueriesContext
 
 import attribution.selectors
 import events.services
-from attribution.selectors import CostQuery, cost_breakdown, whole_weeks
-from events.models import AttributeValueRollup, AttributeValueWeek
+from attribution.selectors import CostQuery, cost_breakdown, range_spans, whole_months, whole_weeks
+from events.models import AttributeValueMonth, AttributeValueRollup, AttributeValueWeek
 from events.services import aggregates_rebuild, attribute_narrow_rebuild
 from tests.attribution.conftest import GPT_4O, GPT_4O_MINI, call, usd
 from tests.conftest import Api
@@ -232,3 +232,142 @@ def test_every_rebuild_leaves_the_weeks_equal_to_their_days(api: Api, project):
     migration = importlib.import_module("events.migrations.0010_attribute_value_week")
     migration.backfill(None, SimpleNamespace(connection=connection))
     assert week_rows(project.id) == before
+
+
+# --- Months (AttributeValueMonth): the same contract one tier up ---------------------------------
+
+FIRST = (TODAY.replace(day=1) - dt.timedelta(days=1)).replace(day=1)  # the first day of last month
+LAST = TODAY.replace(day=1) - dt.timedelta(days=1)  # the last day of last month
+
+
+def month_rows(project_id: int) -> dict[tuple[str, dt.date, str], tuple[Any, ...]]:
+    return {
+        (r[0], r[1], r[2]): (*r[3:-1], round(r[-1], 12))
+        for r in AttributeValueMonth.objects.filter(project_id=project_id).values_list(
+            "key", "month", "value", *SUMS, "cost_usd"
+        )
+    }
+
+
+def days_summed_by_month(project_id: int) -> dict[tuple[str, dt.date, str], tuple[Any, ...]]:
+    out: dict[tuple[str, dt.date, str], list[Any]] = {}
+    for key, day, value, *sums in AttributeValueRollup.objects.filter(project_id=project_id).values_list(
+        "key", "day", "value", *SUMS, "cost_usd"
+    ):
+        acc = out.setdefault((key, day.replace(day=1), value), [0] * len(SUMS) + [0.0])
+        for i, v in enumerate(sums):
+            acc[i] += v
+    return {k: (*v[:-1], round(v[-1], 12)) for k, v in out.items()}
+
+
+def month_traffic(api: Api) -> None:
+    """u-1 on the last day of the month before last, the 1st, 15th and last day
+    of last month, and the 1st of this month; u-2 on the 15th."""
+    u1, u2 = {"user_id": "u-1"}, {"user_id": "u-2"}
+    days = [FIRST - dt.timedelta(days=1), FIRST, FIRST + dt.timedelta(days=14), LAST, LAST + dt.timedelta(days=1)]
+    batch = [
+        call(
+            run_id=f"m-{i}",
+            model="gpt-4o",
+            input_tokens=1000 * (i + 1),
+            output_tokens=100,
+            started_at=at(d, 12),
+            attributes=u1,
+        )
+        for i, d in enumerate(days)
+    ]
+    batch.append(
+        call(
+            run_id="m-u2",
+            model="gpt-4o-mini",
+            input_tokens=4000,
+            output_tokens=400,
+            started_at=at(days[2]),
+            attributes=u2,
+        )
+    )
+    assert api.post_events(batch).status_code == 200
+
+
+def test_month_rows_equal_hand_sums_and_their_day_rows(api: Api, project):
+    month_traffic(api)
+    rows = month_rows(project.id)
+    before = (FIRST - dt.timedelta(days=1)).replace(day=1)
+    # u-1 last month: the 1st (2000 in), the 15th (3000 in), the last day (4000 in), all gpt-4o
+    u1 = usd(GPT_4O, 2000, 100) + usd(GPT_4O, 3000, 100) + usd(GPT_4O, 4000, 100)
+    assert rows[("user_id", FIRST, "u-1")] == (3, 0, 0, 0, 9000, 300, round(u1, 12))
+    assert rows[("user_id", before, "u-1")][:1] == (1,)
+    assert rows[("user_id", LAST + dt.timedelta(days=1), "u-1")][:1] == (1,)
+    assert rows[("user_id", FIRST, "u-2")] == (1, 0, 0, 0, 4000, 400, round(usd(GPT_4O_MINI, 4000, 400), 12))
+    assert rows == days_summed_by_month(project.id)
+
+
+def test_breakdown_reads_whole_months_and_answers_as_the_days_do(api: Api, project, monkeypatch):
+    month_traffic(api)
+    start, end = FIRST - dt.timedelta(days=9), LAST + dt.timedelta(days=1)  # a whole month, edges at both ends
+    tiered, sql = _breakdown(project.id, start, end)
+    assert "events_attributevaluemonth" in sql
+    assert {r.key: r.sums.calls for r in tiered.rows} == {"u-1": 5, "u-2": 1}
+    monkeypatch.setattr(attribution.selectors, "whole_weeks", lambda start, end: None)
+    monkeypatch.setattr(attribution.selectors, "whole_months", lambda start, end: None)
+    daily, sql = _breakdown(project.id, start, end)
+    assert "events_attributevaluemonth" not in sql and "events_attributevalueweek" not in sql
+    assert _answer(tiered) == _answer(daily)
+
+
+def test_whole_months_of_a_range():
+    assert whole_months(dt.date(2026, 9, 2), dt.date(2026, 11, 30)) == (dt.date(2026, 10, 1), dt.date(2026, 11, 1))
+    assert whole_months(dt.date(2026, 9, 1), dt.date(2026, 9, 30)) == (dt.date(2026, 9, 1), dt.date(2026, 9, 1))
+    assert whole_months(dt.date(2026, 9, 2), dt.date(2026, 10, 30)) is None
+    assert whole_months(dt.date(2026, 12, 1), dt.date(2027, 1, 31)) == (dt.date(2026, 12, 1), dt.date(2027, 1, 1))
+
+
+def test_every_rebuild_leaves_the_months_equal_to_their_days(api: Api, project):
+    month_traffic(api)
+    before = month_rows(project.id)
+    AttributeValueMonth.objects.all().delete()
+    attribute_narrow_rebuild(project_id=project.id, since=FIRST + dt.timedelta(days=14))
+    assert month_rows(project.id) == {k: v for k, v in before.items() if k[1] >= FIRST}
+    attribute_narrow_rebuild(project_id=project.id)
+    assert month_rows(project.id) == before
+    aggregates_rebuild(days=[(project.id, FIRST + dt.timedelta(days=14)), (project.id, LAST)])
+    assert month_rows(project.id) == before
+    AttributeValueMonth.objects.all().delete()
+    migration = importlib.import_module("events.migrations.0011_attribute_value_month")
+    migration.backfill(None, SimpleNamespace(connection=connection))
+    assert month_rows(project.id) == before
+
+
+def test_range_spans_cover_every_day_once() -> None:
+    d = dt.date
+    assert range_spans(d(2026, 9, 2), d(2026, 11, 30)) == [
+        ("month", d(2026, 10, 1), d(2026, 11, 1)),
+        ("week", d(2026, 9, 7), d(2026, 9, 21)),
+        ("day", d(2026, 9, 2), d(2026, 9, 6)),
+        ("day", d(2026, 9, 28), d(2026, 9, 30)),
+    ]
+    assert range_spans(d(2026, 11, 4), d(2026, 11, 17)) == [
+        ("week", d(2026, 11, 9), d(2026, 11, 9)),
+        ("day", d(2026, 11, 4), d(2026, 11, 8)),
+        ("day", d(2026, 11, 16), d(2026, 11, 17)),
+    ]
+    for start in (d(2026, 1, 1) + dt.timedelta(days=n) for n in range(0, 400, 7)):
+        for length in (1, 6, 7, 13, 30, 31, 45, 90, 366):
+            end = start + dt.timedelta(days=length - 1)
+            covered: list[dt.date] = []
+            for kind, first, last in range_spans(start, end):
+                span = first
+                while span <= last:
+                    if kind == "day":
+                        covered.append(span)
+                        span += dt.timedelta(days=1)
+                    elif kind == "week":
+                        assert span.weekday() == 0
+                        covered += [span + dt.timedelta(days=i) for i in range(7)]
+                        span += dt.timedelta(days=7)
+                    else:
+                        assert span.day == 1
+                        after = (span + dt.timedelta(days=32)).replace(day=1)
+                        covered += [span + dt.timedelta(days=i) for i in range((after - span).days)]
+                        span = after
+            assert sorted(covered) == [start + dt.timedelta(days=i) for i in range(length)], (start, length)
