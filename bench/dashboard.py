@@ -197,7 +197,18 @@ def ensure_data(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from django.contrib.auth.models import User
     from django.core.management import call_command
 
-    from events.models import AttributeKey, AttributeRollup, DailyRollup, Event, Run, RunSection
+    from events.models import (
+        AttributeKey,
+        AttributeKeyDay,
+        AttributeRollup,
+        AttributeValueMonth,
+        AttributeValueRollup,
+        AttributeValueWeek,
+        DailyRollup,
+        Event,
+        Run,
+        RunSection,
+    )
     from projects.models import Membership, Project
 
     call_command("migrate", verbosity=0, interactive=False)
@@ -211,7 +222,8 @@ def ensure_data(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if args.rebuild or have < args.events:
         if have:
             print(f"dropping {have:,} bench events", file=sys.stderr)
-            for model in (Event, Run, RunSection, DailyRollup, AttributeRollup, AttributeKey):
+            rollups = (AttributeRollup, AttributeValueRollup, AttributeValueWeek, AttributeValueMonth, AttributeKeyDay)
+            for model in (Event, Run, RunSection, DailyRollup, *rollups, AttributeKey):
                 model.objects.filter(project=project).delete()
         print(f"building {args.events:,} events …", file=sys.stderr)
         build(project.id, args.events, args.seed)
