@@ -46,6 +46,7 @@ from events.models import (
     AttributeValueWeek,
     DailyRollup,
 )
+from events.services import month_after
 
 DIMENSIONS = ("service", "model", "section", "provider")
 LIMIT_DEFAULT = 10
@@ -275,7 +276,7 @@ def whole_weeks(start: dt.date, end: dt.date) -> tuple[dt.date, dt.date] | None:
 
 def whole_months(start: dt.date, end: dt.date) -> tuple[dt.date, dt.date] | None:
     """The first days of the first and last calendar months wholly inside [start, end], or None."""
-    first = start if start.day == 1 else (start.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+    first = start if start.day == 1 else month_after(start)
     after_end = end + dt.timedelta(days=1)
     last = (after_end.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
     return (first, last) if first <= last else None
@@ -291,7 +292,7 @@ def range_spans(start: dt.date, end: dt.date) -> list[tuple[str, dt.date, dt.dat
     gaps = [(start, end)]
     if months is not None:
         out.append(("month", *months))
-        gaps = [(start, months[0] - one), ((months[1] + dt.timedelta(days=32)).replace(day=1), end)]
+        gaps = [(start, months[0] - one), (month_after(months[1]), end)]
     for first, last in gaps:
         if first > last:
             continue

@@ -986,34 +986,29 @@ def _attr_pg_sql() -> str:
         cells = ", ".join(f"(e->>{i - 1})::{t}" for i, t in enumerate(types) if i > 0)
         return f"SELECT %s::bigint, {cells} FROM jsonb_array_elements(%s::jsonb) AS e"
 
-    wide_cols = (*_ATTR_KEY, *_ROLLUP_SUMS)
-    value_cols = (*_VALUE_KEY, *_ROLLUP_SUMS)
-    week_cols = (*_WEEK_KEY, *_ROLLUP_SUMS)
-    month_cols = (*_MONTH_KEY, *_ROLLUP_SUMS)
+    skip = "WHERE NOT EXISTS (SELECT 1 FROM tight)"
+
+    def upsert(name: str, table: str, key: tuple[str, ...], returning: str = "") -> str:
+        # One CTE adding a table's rows to it: the same text for each sums table.
+        cols = (*key, *_ROLLUP_SUMS)
+        return (
+            f"{name} AS (INSERT INTO {table} ({', '.join(cols)}) {rows(table, cols)} "
+            f"{skip} ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+            + ", ".join(_plus(table, c) for c in _ROLLUP_SUMS)
+            + f"{returning}), "
+        )
+
     day_cols = (*_KEY_DAY_KEY, "value_count", *_ROLLUP_SUMS)
     day_sums = ("value_count", *_ROLLUP_SUMS)
-    skip = "WHERE NOT EXISTS (SELECT 1 FROM tight)"
     return (
         "WITH tight AS (SELECT 1 FROM unnest(%s::varchar[], %s::date[], %s::int[]) AS b(key, day, n) "
         f"LEFT JOIN {day_t} k ON k.project_id = %s AND k.key = b.key AND k.day = b.day "
         "WHERE COALESCE(k.value_count, 0) + b.n > %s LIMIT 1), "
-        f"w AS (INSERT INTO {attr_t} ({', '.join(wide_cols)}) {rows(attr_t, wide_cols)} "
-        f"{skip} ON CONFLICT ({', '.join(_ATTR_KEY)}) DO UPDATE SET "
-        + ", ".join(_plus(attr_t, c) for c in _ROLLUP_SUMS)
-        + "), "
-        f"n AS (INSERT INTO {value_t} ({', '.join(value_cols)}) {rows(value_t, value_cols)} "
-        f"{skip} ON CONFLICT ({', '.join(_VALUE_KEY)}) DO UPDATE SET "
-        + ", ".join(_plus(value_t, c) for c in _ROLLUP_SUMS)
-        + " RETURNING key, day, (xmax = 0) AS fresh), "
-        f"wk AS (INSERT INTO {week_t} ({', '.join(week_cols)}) {rows(week_t, week_cols)} "
-        f"{skip} ON CONFLICT ({', '.join(_WEEK_KEY)}) DO UPDATE SET "
-        + ", ".join(_plus(week_t, c) for c in _ROLLUP_SUMS)
-        + "), "
-        f"mo AS (INSERT INTO {month_t} ({', '.join(month_cols)}) {rows(month_t, month_cols)} "
-        f"{skip} ON CONFLICT ({', '.join(_MONTH_KEY)}) DO UPDATE SET "
-        + ", ".join(_plus(month_t, c) for c in _ROLLUP_SUMS)
-        + "), "
-        "c AS (SELECT key, day, COUNT(*) FILTER (WHERE fresh) AS added FROM n GROUP BY key, day) "
+        + upsert("w", attr_t, _ATTR_KEY)
+        + upsert("n", value_t, _VALUE_KEY, " RETURNING key, day, (xmax = 0) AS fresh")
+        + upsert("wk", week_t, _WEEK_KEY)
+        + upsert("mo", month_t, _MONTH_KEY)
+        + "c AS (SELECT key, day, COUNT(*) FILTER (WHERE fresh) AS added FROM n GROUP BY key, day) "
         f"INSERT INTO {day_t} ({', '.join(day_cols)}) "
         "SELECT d.project_id, d.key, d.day, d.value_count + COALESCE(c.added, 0)::int, "
         + ", ".join(f"d.{s}" for s in _ROLLUP_SUMS)
@@ -1380,7 +1375,8 @@ def attribute_narrow_rebuild(*, project_id: int | None = None, since: dt.date | 
     return int(written)
 
 
-def _month_after(day: dt.date) -> dt.date:
+def month_after(day: dt.date) -> dt.date:
+    """The first day of the month after day's."""
     return (day.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
 
 
@@ -1388,7 +1384,7 @@ def _month_after(day: dt.date) -> dt.date:
 # day in Python and in SQL, the day after the span that starts on a given first day).
 _SPAN_TIERS: tuple[tuple[type[RollupSums], str, Any, Any, Any], ...] = (
     (AttributeValueWeek, "week", week_of, week_of_sql, lambda first: first + dt.timedelta(days=7)),
-    (AttributeValueMonth, "month", lambda day: day.replace(day=1), month_of_sql, _month_after),
+    (AttributeValueMonth, "month", lambda day: day.replace(day=1), month_of_sql, month_after),
 )
 
 

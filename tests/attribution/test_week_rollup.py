@@ -39,25 +39,40 @@ def at(day: dt.date, hour: int = 10) -> str:
     return f"{day.isoformat()}T{hour:02d}:00:00Z"
 
 
-def week_rows(project_id: int) -> dict[tuple[str, dt.date, str], tuple[Any, ...]]:
+def span_rows(model: Any, column: str, project_id: int) -> dict[tuple[str, dt.date, str], tuple[Any, ...]]:
+    """A week or month table's rows: (key, first day, value) -> the sums."""
     return {
         (r[0], r[1], r[2]): (*r[3:-1], round(r[-1], 12))
-        for r in AttributeValueWeek.objects.filter(project_id=project_id).values_list(
-            "key", "week", "value", *SUMS, "cost_usd"
-        )
+        for r in model.objects.filter(project_id=project_id).values_list("key", column, "value", *SUMS, "cost_usd")
     }
 
 
-def days_summed_by_week(project_id: int) -> dict[tuple[str, dt.date, str], tuple[Any, ...]]:
-    """AttributeValueRollup summed per (key, Monday, value) in Python."""
+def week_rows(project_id: int) -> dict[tuple[str, dt.date, str], tuple[Any, ...]]:
+    return span_rows(AttributeValueWeek, "week", project_id)
+
+
+def month_rows(project_id: int) -> dict[tuple[str, dt.date, str], tuple[Any, ...]]:
+    return span_rows(AttributeValueMonth, "month", project_id)
+
+
+def days_summed(project_id: int, span_of: Any) -> dict[tuple[str, dt.date, str], tuple[Any, ...]]:
+    """AttributeValueRollup summed per (key, span_of(day), value) in Python."""
     out: dict[tuple[str, dt.date, str], list[Any]] = {}
     for key, day, value, *sums in AttributeValueRollup.objects.filter(project_id=project_id).values_list(
         "key", "day", "value", *SUMS, "cost_usd"
     ):
-        acc = out.setdefault((key, day - dt.timedelta(days=day.weekday()), value), [0] * len(SUMS) + [0.0])
+        acc = out.setdefault((key, span_of(day), value), [0] * len(SUMS) + [0.0])
         for i, v in enumerate(sums):
             acc[i] += v
     return {k: (*v[:-1], round(v[-1], 12)) for k, v in out.items()}
+
+
+def days_summed_by_week(project_id: int) -> dict[tuple[str, dt.date, str], tuple[Any, ...]]:
+    return days_summed(project_id, lambda day: day - dt.timedelta(days=day.weekday()))
+
+
+def days_summed_by_month(project_id: int) -> dict[tuple[str, dt.date, str], tuple[Any, ...]]:
+    return days_summed(project_id, lambda day: day.replace(day=1))
 
 
 def traffic(api: Api) -> None:
@@ -238,26 +253,6 @@ def test_every_rebuild_leaves_the_weeks_equal_to_their_days(api: Api, project):
 
 FIRST = (TODAY.replace(day=1) - dt.timedelta(days=1)).replace(day=1)  # the first day of last month
 LAST = TODAY.replace(day=1) - dt.timedelta(days=1)  # the last day of last month
-
-
-def month_rows(project_id: int) -> dict[tuple[str, dt.date, str], tuple[Any, ...]]:
-    return {
-        (r[0], r[1], r[2]): (*r[3:-1], round(r[-1], 12))
-        for r in AttributeValueMonth.objects.filter(project_id=project_id).values_list(
-            "key", "month", "value", *SUMS, "cost_usd"
-        )
-    }
-
-
-def days_summed_by_month(project_id: int) -> dict[tuple[str, dt.date, str], tuple[Any, ...]]:
-    out: dict[tuple[str, dt.date, str], list[Any]] = {}
-    for key, day, value, *sums in AttributeValueRollup.objects.filter(project_id=project_id).values_list(
-        "key", "day", "value", *SUMS, "cost_usd"
-    ):
-        acc = out.setdefault((key, day.replace(day=1), value), [0] * len(SUMS) + [0.0])
-        for i, v in enumerate(sums):
-            acc[i] += v
-    return {k: (*v[:-1], round(v[-1], 12)) for k, v in out.items()}
 
 
 def month_traffic(api: Api) -> None:
