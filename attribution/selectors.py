@@ -11,6 +11,11 @@ Sources, all per UTC day (see `_source`):
 - `AttributeRollup` (attribute key and value, service, provider, model): the
   same with a service, provider or model filter or group-by.
 
+A group-by on a key with no such filter reads the coarsest rows that hold
+its range (`_tiered_source`): a fresh AttributeWindow starting on the range's
+first day (the presets' past days, built by attribution.services), then
+whole months, whole weeks and days (`value_rows_sql`).
+
 The two attribute rollups hold the same sums (ingest writes both in one
 transaction), so a filtered and an unfiltered query agree.  A group-by over
 50,000 values still groups every value of the range: the top N needs each
@@ -44,6 +49,8 @@ from events.models import (
     AttributeValueMonth,
     AttributeValueRollup,
     AttributeValueWeek,
+    AttributeWindow,
+    AttributeWindowValue,
     DailyRollup,
 )
 from events.services import month_after
@@ -314,29 +321,70 @@ _SPAN_SOURCES = {
 }
 
 
-def _tiered_source(clauses: list[str], params: list[Any], query: CostQuery) -> tuple[str, list[Any]] | None:
-    """The per-value rollup's rows of a range as a derived table of (value,
-    cost_usd, calls): its whole months from AttributeValueMonth, whole weeks of
-    the rest from AttributeValueWeek and only the days left over from
-    AttributeValueRollup.  None when the range holds no whole week.  `clauses`
-    are _where's: project, the two day bounds, then the key (and value) filters."""
-    spans = range_spans(query.start, query.end)
-    if all(kind == "day" for kind, _, _ in spans):
-        return None
-    assert clauses[:3] == ["project_id = %s", "day >= %s", "day <= %s"], clauses
-    rest = " AND ".join(clauses[3:])
-    project_id, rest_params = params[0], params[3:]
+def value_rows_sql(
+    *, project_id: int, key: str, first: dt.date, last: dt.date, value: str | None = None
+) -> tuple[list[str], list[Any]]:
+    """SELECTs of (value, cost_usd, calls) whose rows together hold every day of
+    [first, last] once: its whole months from AttributeValueMonth, whole weeks of
+    the rest from AttributeValueWeek, the days left over from AttributeValueRollup
+    (range_spans), for a UNION ALL.  `value`: only that value's rows."""
     adapt = connection.ops.adapt_datefield_value
     parts: list[str] = []
-    out: list[Any] = []
-    for kind, first, last in spans:
+    params: list[Any] = []
+    for kind, a, b in range_spans(first, last):
         table, column = _SPAN_SOURCES[kind]
         parts.append(
-            f"SELECT value, cost_usd, calls FROM {table} WHERE project_id = %s AND {column} >= %s "
-            f"AND {column} <= %s AND {rest}"
+            f"SELECT value, cost_usd, calls FROM {table} WHERE project_id = %s AND key = %s "
+            f"AND {column} >= %s AND {column} <= %s" + (" AND value = %s" if value is not None else "")
         )
-        out += [project_id, adapt(first), adapt(last), *rest_params]
-    return f"({' UNION ALL '.join(parts)}) AS r", out
+        params += [project_id, key, adapt(a), adapt(b), *([value] if value is not None else [])]
+    return parts, params
+
+
+def attribute_window_fresh(*, project_id: int, key: str, first: dt.date, last: dt.date) -> tuple[int, dt.date] | None:
+    """The id and last day of the longest AttributeWindow of `key` starting on
+    `first` and ending by `last` that is still fresh (its stamp equals the
+    writes of its days now), or None."""
+    adapt = connection.ops.adapt_datefield_value
+    window_t, day_t = AttributeWindow._meta.db_table, AttributeKeyDay._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT w.id, w.last_day FROM {window_t} w WHERE w.project_id = %s AND w.key = %s "
+            "AND w.first_day = %s AND w.last_day <= %s AND w.writes = (SELECT COALESCE(SUM(k.writes), 0) "
+            f"FROM {day_t} k WHERE k.project_id = w.project_id AND k.key = w.key AND k.day >= w.first_day "
+            "AND k.day <= w.last_day) ORDER BY w.last_day DESC LIMIT 1",
+            [project_id, key, adapt(first), adapt(last)],
+        )
+        row = cursor.fetchone()
+    return (int(row[0]), _as_date(row[1])) if row else None
+
+
+def _tiered_source(query: CostQuery, *, project_id: int) -> tuple[str, list[Any]] | None:
+    """The per-value rows of a breakdown's range as a derived table of (value,
+    cost_usd, calls), read from the coarsest rows that hold it: a fresh
+    AttributeWindow from the range's first day (a group-by with no value
+    filter), then value_rows_sql for the days after it.  None when that is
+    only day rows (the plain range scan of AttributeValueRollup)."""
+    key = query.key if query.group_by == "attribute" else query.attribute[0]  # type: ignore[index]
+    assert key is not None
+    value = query.attribute[1] if query.attribute is not None else None
+    parts: list[str] = []
+    params: list[Any] = []
+    first = query.start
+    if query.group_by == "attribute" and value is None:
+        window = attribute_window_fresh(project_id=project_id, key=key, first=query.start, last=query.end)
+        if window is not None:
+            window_values = AttributeWindowValue._meta.db_table
+            parts.append(f"SELECT value, cost_usd, calls FROM {window_values} WHERE window_id = %s")
+            params.append(window[0])
+            first = window[1] + dt.timedelta(days=1)
+    if first <= query.end:
+        if not parts and all(kind == "day" for kind, _, _ in range_spans(first, query.end)):
+            return None
+        more, more_params = value_rows_sql(project_id=project_id, key=key, first=first, last=query.end, value=value)
+        parts += more
+        params += more_params
+    return f"({' UNION ALL '.join(parts)}) AS r", params
 
 
 def _days(query: CostQuery) -> list[Any]:
@@ -355,7 +403,7 @@ def cost_breakdown(*, project_id: int, query: CostQuery) -> Breakdown:
     group_col = "value" if query.group_by == "attribute" else query.group_by
     clauses, params = _where(query, project_id=project_id, attribute_table=attribute_table)
     where = " AND ".join(clauses)
-    tiered = _tiered_source(clauses, params, query) if narrow else None
+    tiered = _tiered_source(query, project_id=project_id) if narrow else None
     with _grouping_cursor() as cursor:
         if tiered is not None:
             cursor.execute(_top_sql(tiered[0], group_col), [*tiered[1], query.limit])

@@ -336,6 +336,56 @@ class AttributeKeyDay(RollupSums):
     key = models.CharField(max_length=64)
     day = models.DateField()
     value_count = models.IntegerField(default=0)
+    # Ingest batches that added to the (key, day): +1 each, never reset by ingest,
+    # so an AttributeWindow stamped with the sum over its days knows it is stale
+    # when the sum moves (a late event, a new value).  Bigint: it never saturates.
+    writes = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "key", "day"], name="attributekeyday_unique")]
+
+
+class AttributeWindow(models.Model):
+    """One attribute key's values summed over a fixed range of past days
+    [first_day, last_day], in AttributeWindowValue: one row per value.
+
+    A breakdown of the last 90 days by a key with 20,000 values otherwise groups
+    ~180,000 month, week and edge-day rows (every tier holds each value once);
+    with the window of the 89 days up to yesterday it groups that window's
+    20,000 rows and today's day rows.  attribution.services.attribute_windows_refresh
+    (Celery, every ATTRIBUTE_WINDOWS_INTERVAL_SECONDS) builds the windows the
+    breakdown's presets read.
+
+    Never read stale: `writes` is SUM(AttributeKeyDay.writes) over the range when
+    it was built, and every ingest batch that touches a (key, day) adds 1 there,
+    so a window is read only while the sum still equals its stamp.  The rollup
+    rebuilds, which rewrite AttributeKeyDay, delete the windows they overlap.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, db_index=False)
+    key = models.CharField(max_length=64)
+    first_day = models.DateField()
+    last_day = models.DateField()
+    writes = models.BigIntegerField()
+    built_at = models.DateTimeField()
+
+    class Meta:
+        # One window per range and key: a doubled or concurrent build fails on it.
+        constraints = [
+            models.UniqueConstraint(fields=["project", "key", "first_day", "last_day"], name="attributewindow_range"),
+        ]
+
+
+class AttributeWindowValue(models.Model):
+    """A value's calls and cost over its AttributeWindow's days: the two sums the
+    breakdown's top-N query orders by (the top N's full sums come from the day rows)."""
+
+    window = models.ForeignKey(AttributeWindow, on_delete=models.CASCADE, db_index=False)
+    value = models.CharField(max_length=200)
+    cost_usd = models.FloatField()
+    calls = models.BigIntegerField()
+
+    class Meta:
+        # The whole window is read, from this index alone (PostgreSQL index-only scan).
+        # Values are unique per window by construction (one GROUP BY value).
+        indexes = [models.Index(fields=["window", "value", "cost_usd", "calls"], name="attrwindowvalue_window")]

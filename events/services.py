@@ -30,6 +30,8 @@ from events.models import (
     AttributeValueMonth,
     AttributeValueRollup,
     AttributeValueWeek,
+    AttributeWindow,
+    AttributeWindowValue,
     DailyRollup,
     Event,
     RollupSums,
@@ -842,11 +844,18 @@ def _upsert_attribute_rollups(cursor: Any, project_id: int, agg: _Agg, now: dt.d
     for table, conflict, rows, sums in (
         (attr_t, _ATTR_KEY, _attr_rows(project_id, wide, clamp), _ROLLUP_SUMS),
         (value_t, _VALUE_KEY, _attr_rows(project_id, narrow, clamp), _ROLLUP_SUMS),
-        (day_t, _KEY_DAY_KEY, _attr_rows(project_id, per_day, clamp, inserted), ("value_count", *_ROLLUP_SUMS)),
+        (day_t, _KEY_DAY_KEY, _key_day_rows(project_id, per_day, clamp, inserted), _KEY_DAY_SUMS),
         (week_t, _WEEK_KEY, _attr_rows(project_id, weekly, clamp), _ROLLUP_SUMS),
         (month_t, _MONTH_KEY, _attr_rows(project_id, monthly, clamp), _ROLLUP_SUMS),
     ):
         _upsert(cursor, table, (*conflict, *sums), conflict, _sums_update(table, sums), rows)
+
+
+def _key_day_rows(
+    project_id: int, per_day: dict[Any, list[Any]], clamp: bool, counts: dict[Any, int]
+) -> list[tuple[Any, ...]]:
+    """AttributeKeyDay rows to upsert: (project, key, day, value count, writes = 1, *sums)."""
+    return [(*r[:4], 1, *r[4:]) for r in _attr_rows(project_id, per_day, clamp, counts)]
 
 
 def _overflow(
@@ -999,7 +1008,6 @@ def _attr_pg_sql() -> str:
         )
 
     day_cols = (*_KEY_DAY_KEY, "value_count", *_ROLLUP_SUMS)
-    day_sums = ("value_count", *_ROLLUP_SUMS)
     return (
         "WITH tight AS (SELECT 1 FROM unnest(%s::varchar[], %s::date[], %s::int[]) AS b(key, day, n) "
         f"LEFT JOIN {day_t} k ON k.project_id = %s AND k.key = b.key AND k.day = b.day "
@@ -1009,13 +1017,13 @@ def _attr_pg_sql() -> str:
         + upsert("wk", week_t, _WEEK_KEY)
         + upsert("mo", month_t, _MONTH_KEY)
         + "c AS (SELECT key, day, COUNT(*) FILTER (WHERE fresh) AS added FROM n GROUP BY key, day) "
-        f"INSERT INTO {day_t} ({', '.join(day_cols)}) "
-        "SELECT d.project_id, d.key, d.day, d.value_count + COALESCE(c.added, 0)::int, "
+        f"INSERT INTO {day_t} ({', '.join((*_KEY_DAY_KEY, *_KEY_DAY_SUMS))}) "
+        "SELECT d.project_id, d.key, d.day, d.value_count + COALESCE(c.added, 0)::int, 1, "
         + ", ".join(f"d.{s}" for s in _ROLLUP_SUMS)
         + f" FROM ({rows(day_t, day_cols)}) AS d({', '.join(day_cols)}) "
         f"LEFT JOIN c ON c.key = d.key AND c.day = d.day {skip} "
         f"ORDER BY d.key, d.day ON CONFLICT ({', '.join(_KEY_DAY_KEY)}) DO UPDATE SET "
-        + ", ".join(_plus(day_t, c) for c in day_sums)
+        + ", ".join(_plus(day_t, c) for c in _KEY_DAY_SUMS)
         + " RETURNING 1"
     )
 
@@ -1024,6 +1032,8 @@ _JSON_ENCODE = msgspec.json.Encoder().encode
 _ATTR_KEY = ("project_id", "key", "day", "value", "service", "provider", "model")
 _VALUE_KEY = ("project_id", "key", "day", "value")
 _KEY_DAY_KEY = ("project_id", "key", "day")
+# Added on conflict: value_count by the rows really inserted, writes by 1 a batch (AttributeWindow's stamp).
+_KEY_DAY_SUMS = ("value_count", "writes", *_ROLLUP_SUMS)
 _WEEK_KEY = ("project_id", "key", "week", "value")
 _MONTH_KEY = ("project_id", "key", "month", "value")
 _ATTR_TABLES = (
@@ -1380,6 +1390,41 @@ def month_after(day: dt.date) -> dt.date:
     return (day.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
 
 
+def attribute_windows_delete(
+    cursor: Any,
+    *,
+    project_id: int | None,
+    first: dt.date | None = None,
+    last: dt.date | None = None,
+    ids: list[int] | None = None,
+) -> int:
+    """Delete the AttributeWindows (and their values) that overlap [first, last]
+    (None: unbounded), of one project or all, or those of `ids`.  A rollup
+    rebuild calls it: it rewrites AttributeKeyDay, writes counts included, so a
+    window's stamp could match again while its sums are old.  Returns the
+    windows deleted."""
+    adapt = connection.ops.adapt_datefield_value
+    where: list[str] = ["1 = 1"]
+    params: list[Any] = []
+    if project_id is not None:
+        where.append("project_id = %s")
+        params.append(project_id)
+    if first is not None:
+        where.append("last_day >= %s")
+        params.append(adapt(first))
+    if last is not None:
+        where.append("first_day <= %s")
+        params.append(adapt(last))
+    if ids is not None:
+        where.append(f"id IN ({', '.join(['%s'] * len(ids))})" if ids else "1 = 0")
+        params += ids
+    window_t, value_t = AttributeWindow._meta.db_table, AttributeWindowValue._meta.db_table
+    cond = " AND ".join(where)
+    cursor.execute(f"DELETE FROM {value_t} WHERE window_id IN (SELECT id FROM {window_t} WHERE {cond})", params)
+    cursor.execute(f"DELETE FROM {window_t} WHERE {cond}", params)
+    return int(cursor.rowcount)
+
+
 # The per-value tiers above the day: (table, its date column, the span's first
 # day in Python and in SQL, the day after the span that starts on a given first day).
 _SPAN_TIERS: tuple[tuple[type[RollupSums], str, Any, Any, Any], ...] = (
@@ -1400,6 +1445,7 @@ def attribute_spans_rebuild(
     value_t = AttributeValueRollup._meta.db_table
     cols = ", ".join(_ROLLUP_SUMS)
     sums = ", ".join(f"SUM({c})" for c in _ROLLUP_SUMS)
+    attribute_windows_delete(cursor, project_id=project_id, first=first, last=last)
     for model, column, span_of, span_sql, span_after in _SPAN_TIERS:
         span_where, day_where = ["1 = 1"], ["1 = 1"]
         span_params: list[Any] = []

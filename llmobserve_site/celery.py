@@ -35,6 +35,12 @@ def _schedule_insights(sender: Celery, **kwargs: object) -> None:
         sender.signature("events.retention"),
         name="event retention",
     )
+    # The breakdown presets' attribute windows, built and kept fresh (attribution/tasks.py).
+    sender.add_periodic_task(
+        float(settings.ATTRIBUTE_WINDOWS_INTERVAL_SECONDS),
+        sender.signature("attribution.windows_refresh"),
+        name="refresh attribute windows",
+    )
     # Budgets: thresholds, forecasts, insight alerts, digests, lost deliveries (budgets/tasks.py).
     sender.add_periodic_task(
         float(settings.BUDGETS_EVALUATE_SECONDS),

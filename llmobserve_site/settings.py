@@ -325,6 +325,9 @@ EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 90, minimum=0)
 if EVENT_RETENTION_DAYS > 36500:
     raise ImproperlyConfigured(f"EVENT_RETENTION_DAYS={EVENT_RETENTION_DAYS} is over 100 years: use 0 to keep forever")
 EVENT_RETENTION_INTERVAL_SECONDS = env_int("EVENT_RETENTION_INTERVAL_SECONDS", 3600, minimum=60)
+# How often the breakdown presets' attribute windows are checked and rebuilt when
+# stale or when the day turns (attribution/services.py); a fresh window costs one read.
+ATTRIBUTE_WINDOWS_INTERVAL_SECONDS = env_int("ATTRIBUTE_WINDOWS_INTERVAL_SECONDS", 600, minimum=60)
 # Runs and their sections are kept this many days after they ended (0: forever, the default).
 # Refused below EVENT_RETENTION_DAYS: a run never goes while its events are kept (events/retention.py;
 # a project keeping its events longer keeps its runs as long).
