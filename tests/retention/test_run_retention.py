@@ -261,3 +261,26 @@ def test_the_default_keeps_runs_forever():
 
     if "RUN_RETENTION_DAYS" not in os.environ:
         assert settings.RUN_RETENTION_DAYS == 0
+
+
+def test_a_late_event_of_an_expired_run_is_refused_and_never_remakes_it(history, api: Api):
+    """Run retention is never below event retention, so an event of a run it deleted is
+    older than the events kept: refused per event, the run not re-created with its sums."""
+    events_expire(now=NOW)
+    assert "run-100d" not in runs()
+    old_day = (NOW - dt.timedelta(days=100)).date()
+    day_calls = DailyRollup.objects.filter(day=old_day).aggregate(n=Sum("calls"))["n"]
+    assert day_calls == 2
+    late = run_events("run-100d", ago(100))[2]  # one of its calls, arriving now
+    late["event_id"] = "run-100d-late"
+    fresh = run_events("run-now", ago(0, 1))
+    response = api.post_events({"events": [late, *fresh]})
+    assert response.status_code == 207
+    body = response.json()
+    assert body["accepted"] == len(fresh)
+    assert [r["event_id"] for r in body["rejected"]] == ["run-100d-late"]
+    assert "older than this project's retention of 30 days" in body["rejected"][0]["errors"]["started_at"][0]
+    assert "run-100d" not in runs()
+    assert DailyRollup.objects.filter(day=old_day).aggregate(n=Sum("calls"))["n"] == day_calls  # nothing added
+    assert Run.objects.get(run_id="run-now").calls == 2
+    assert not Event.objects.filter(event_id="run-100d-late").exists()
