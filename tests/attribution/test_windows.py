@@ -25,6 +25,7 @@ from attribution.services import attribute_window_build, attribute_windows_refre
 from events.models import AttributeKeyDay, AttributeWindow, AttributeWindowValue
 from events.services import aggregates_rebuild
 from tests.attribution.conftest import GPT_4O, GPT_4O_MINI, call, usd
+from tests.attribution.test_week_rollup import _answer as answer
 from tests.conftest import Api
 
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -92,19 +93,6 @@ def breakdown(project_id: int, days: int, **extra: Any) -> tuple[Any, str]:
     with CaptureQueriesContext(connection) as queries:
         result = cost_breakdown(project_id=project_id, query=query)
     return result, " ".join(q["sql"] for q in queries.captured_queries)
-
-
-def answer(result: Any) -> tuple[Any, ...]:
-    def sums(s: Any) -> tuple[Any, ...]:
-        return (s.calls, s.errors, s.input_tokens, s.output_tokens, round(s.cost_usd, 12))
-
-    return (
-        [(r.key, sums(r.sums)) for r in result.rows],
-        sums(result.other.sums),
-        result.other_keys,
-        sums(result.totals.sums),
-        [(d.day, d.calls, round(d.cost_usd, 12), {k: round(v, 12) for k, v in d.by_key.items()}) for d in result.daily],
-    )
 
 
 def test_ingest_counts_each_batch_that_adds_to_a_key_day(api: Api, project):
