@@ -35,11 +35,19 @@ def _schedule_insights(sender: Celery, **kwargs: object) -> None:
         sender.signature("events.retention"),
         name="event retention",
     )
-    # The breakdown presets' attribute windows, built and kept fresh (attribution/tasks.py).
+    # The breakdown presets' attribute windows, built and kept fresh (attribution/tasks.py);
+    # and once just after each UTC midnight, when every preset's range moves a day.
+    from celery.schedules import crontab
+
     sender.add_periodic_task(
         float(settings.ATTRIBUTE_WINDOWS_INTERVAL_SECONDS),
         sender.signature("attribution.windows_refresh"),
         name="refresh attribute windows",
+    )
+    sender.add_periodic_task(
+        crontab(hour=0, minute=1),
+        sender.signature("attribution.windows_refresh"),
+        name="attribute windows for the new day",
     )
     # Budgets: thresholds, forecasts, insight alerts, digests, lost deliveries (budgets/tasks.py).
     sender.add_periodic_task(
@@ -52,8 +60,6 @@ def _schedule_insights(sender: Celery, **kwargs: object) -> None:
         30.0, sender.signature("otlp.pending_flush"), name="store OTLP spans whose parent never came"
     )
     # The OpenAI bill, daily (reconciliation/tasks.py; a no-op without OPENAI_ADMIN_KEY).
-    from celery.schedules import crontab
-
     sender.add_periodic_task(
         crontab(hour=6, minute=17),
         sender.signature("reconciliation.import_openai_bill"),

@@ -14,6 +14,7 @@ import io
 from typing import Any
 
 import pytest
+from celery.schedules import crontab
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -246,6 +247,10 @@ def test_beat_schedules_the_refresh(settings):
     from llmobserve_site.celery import app
 
     app.finalize()
-    entries = [e for e in app.conf.beat_schedule.values() if e["task"] == "attribution.windows_refresh"]
-    assert [e["schedule"] for e in entries] == [float(settings.ATTRIBUTE_WINDOWS_INTERVAL_SECONDS)]
+    entries = [e["schedule"] for e in app.conf.beat_schedule.values() if e["task"] == "attribution.windows_refresh"]
+    assert float(settings.ATTRIBUTE_WINDOWS_INTERVAL_SECONDS) in entries
+    # and a minute past each UTC midnight, when every preset's range moves a day
+    nightly = [s for s in entries if isinstance(s, crontab)]
+    assert len(entries) == 2 and len(nightly) == 1
+    assert nightly[0].hour == {0} and nightly[0].minute == {1}
     assert app.tasks["attribution.windows_refresh_for_project"].acks_late is True
