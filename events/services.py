@@ -1324,6 +1324,11 @@ def aggregates_rebuild(*, runs: Iterable[tuple[int, str]] = (), days: Iterable[t
             agg.attr_rollups.clear()
             _upsert_aggregates(project_id, agg, now, clamp=True)
     for project_id, day_set in by_project_days.items():
+        with connection.cursor() as cursor:
+            # First: the days' writes counts restart below, and a window over them must
+            # not match its stamp again meanwhile (attribute_spans_rebuild deletes any
+            # window a refresh built from the half-rewritten days at the end).
+            attribute_windows_delete(cursor, project_id=project_id, first=min(day_set), last=max(day_set))
         for day in sorted(day_set):
             DailyRollup.objects.filter(project_id=project_id, day=day).delete()
             # The attribute rollup of the day is rebuilt too; its value cap then
