@@ -1353,21 +1353,21 @@ def aggregates_rebuild(*, runs: Iterable[tuple[int, str]] = (), days: Iterable[t
             attribute_spans_rebuild(cursor, project_id=project_id, first=min(day_set), last=max(day_set))
 
 
+def _conditions(*pairs: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """The pairs' SQL conditions joined by AND, leaving out those whose value is
+    None ("1 = 1" when none is left: every row), and their values in order."""
+    kept = [(sql, value) for sql, value in pairs if value is not None]
+    return " AND ".join(["1 = 1", *(sql for sql, _ in kept)]), [value for _, value in kept]
+
+
 @transaction.atomic
 def attribute_narrow_rebuild(*, project_id: int | None = None, since: dt.date | None = None) -> int:
     """Rebuild AttributeValueRollup and AttributeKeyDay from AttributeRollup, set-based
     (no event is read): the wide rows summed per (key, day, value), those rows counted
     and summed per (key, day).  The migration that added them does the same.
     Returns the value rows written."""
-    where = ["1 = 1"]
-    params: list[Any] = []
-    if project_id is not None:
-        where.append("project_id = %s")
-        params.append(project_id)
-    if since is not None:
-        where.append("day >= %s")
-        params.append(connection.ops.adapt_datefield_value(since))
-    cond = " AND ".join(where)
+    adapt = connection.ops.adapt_datefield_value
+    cond, params = _conditions(("project_id = %s", project_id), ("day >= %s", adapt(since) if since else None))
     cols = ", ".join(_ROLLUP_SUMS)
     sums = ", ".join(f"SUM({c})" for c in _ROLLUP_SUMS)
     value_t, day_t = AttributeValueRollup._meta.db_table, AttributeKeyDay._meta.db_table
@@ -1409,22 +1409,15 @@ def attribute_windows_delete(
     window's stamp could match again while its sums are old.  Returns the
     windows deleted."""
     adapt = connection.ops.adapt_datefield_value
-    where: list[str] = ["1 = 1"]
-    params: list[Any] = []
-    if project_id is not None:
-        where.append("project_id = %s")
-        params.append(project_id)
-    if first is not None:
-        where.append("last_day >= %s")
-        params.append(adapt(first))
-    if last is not None:
-        where.append("first_day <= %s")
-        params.append(adapt(last))
+    cond, params = _conditions(
+        ("project_id = %s", project_id),
+        ("last_day >= %s", adapt(first) if first else None),
+        ("first_day <= %s", adapt(last) if last else None),
+    )
     if ids is not None:
-        where.append(f"id IN ({', '.join(['%s'] * len(ids))})" if ids else "1 = 0")
+        cond += f" AND id IN ({', '.join(['%s'] * len(ids))})" if ids else " AND 1 = 0"
         params += ids
     window_t, value_t = AttributeWindow._meta.db_table, AttributeWindowValue._meta.db_table
-    cond = " AND ".join(where)
     cursor.execute(f"DELETE FROM {value_t} WHERE window_id IN (SELECT id FROM {window_t} WHERE {cond})", params)
     cursor.execute(f"DELETE FROM {window_t} WHERE {cond}", params)
     return int(cursor.rowcount)
