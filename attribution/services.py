@@ -22,7 +22,6 @@ from django.utils import timezone
 from attribution.params import PRESETS
 from attribution.selectors import attribute_window_fresh, value_rows_sql
 from events.models import AttributeKey, AttributeKeyDay, AttributeWindow, AttributeWindowValue
-from events.services import attribute_windows_delete
 
 # A key whose range holds fewer value-days than this groups fast enough from
 # the tiers (a few thousand rows): no window is built for it.
@@ -56,12 +55,9 @@ def attribute_window_build(*, project_id: int, key: str, first_day: dt.date, las
                 [project_id, key, adapt(first_day), adapt(last_day)],
             )
             writes = int(cursor.fetchone()[0])
-            old = list(
-                AttributeWindow.objects.filter(
-                    project_id=project_id, key=key, first_day=first_day, last_day=last_day
-                ).values_list("id", flat=True)
-            )
-            attribute_windows_delete(cursor, project_id=project_id, ids=old)
+            # The old window's values go with it (one DELETE ... WHERE window_id IN: nothing else refers to them).
+            same = {"project_id": project_id, "key": key, "first_day": first_day, "last_day": last_day}
+            AttributeWindow.objects.filter(**same).delete()
             window = AttributeWindow.objects.create(
                 project_id=project_id,
                 key=key,
@@ -112,10 +108,7 @@ def attribute_windows_refresh(*, project_id: int, today: dt.date) -> WindowsRepo
         for w in AttributeWindow.objects.filter(project_id=project_id).only("key", "first_day", "last_day")
         if (w.key, w.first_day, w.last_day) not in wanted
     ]
-    deleted = 0
-    if stale:
-        with transaction.atomic(), connection.cursor() as cursor:
-            deleted = attribute_windows_delete(cursor, project_id=project_id, ids=stale)
+    deleted = AttributeWindow.objects.filter(id__in=stale).delete()[1].get(AttributeWindow._meta.label, 0)
     return WindowsReport(built=built, fresh=fresh, skipped=skipped, deleted=deleted)
 
 

@@ -1401,10 +1401,9 @@ def attribute_windows_delete(
     project_id: int | None,
     first: dt.date | None = None,
     last: dt.date | None = None,
-    ids: list[int] | None = None,
 ) -> int:
     """Delete the AttributeWindows (and their values) that overlap [first, last]
-    (None: unbounded), of one project or all, or those of `ids`.  A rollup
+    (None: unbounded), of one project or all, set-based.  A rollup
     rebuild calls it: it rewrites AttributeKeyDay, writes counts included, so a
     window's stamp could match again while its sums are old.  Returns the
     windows deleted."""
@@ -1414,9 +1413,6 @@ def attribute_windows_delete(
         ("last_day >= %s", adapt(first) if first else None),
         ("first_day <= %s", adapt(last) if last else None),
     )
-    if ids is not None:
-        cond += f" AND id IN ({', '.join(['%s'] * len(ids))})" if ids else " AND 1 = 0"
-        params += ids
     window_t, value_t = AttributeWindow._meta.db_table, AttributeWindowValue._meta.db_table
     cursor.execute(f"DELETE FROM {value_t} WHERE window_id IN (SELECT id FROM {window_t} WHERE {cond})", params)
     cursor.execute(f"DELETE FROM {window_t} WHERE {cond}", params)
